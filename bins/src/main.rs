@@ -1,0 +1,2 @@
+//! The `caracal` command line (placeholder).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Mandate claims (placeholder).
