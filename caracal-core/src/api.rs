@@ -151,7 +151,10 @@ mod tests {
             .with_field("state", json!("approved"))
             .with_field("error", json!("spoofed"));
         let v: Value = serde_json::from_str(&e.to_json()).unwrap();
-        assert_eq!(v, json!({"error":"approval_not_decidable","state":"approved"}));
+        assert_eq!(
+            v,
+            json!({"error":"approval_not_decidable","state":"approved"})
+        );
         let back: ErrorBody = serde_json::from_value(v).unwrap();
         assert_eq!(back, e.body);
     }

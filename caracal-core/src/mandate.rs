@@ -1,1 +1,0 @@
-//! Mandate claims (placeholder).
