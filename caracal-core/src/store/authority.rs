@@ -1,0 +1,39 @@
+//! Authority records: one per STS exchange, linked by `parent_id`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreResult;
+use crate::model::authority::AuthorityRecord;
+
+/// The deepest lineage walked; a longer chain fails closed with `LimitExceeded`.
+pub const MAX_LINEAGE_DEPTH: usize = 64;
+
+/// Authority records.
+#[async_trait]
+pub trait AuthorityStore: Send + Sync {
+    /// Insert a record. Unique: `authority_record_id`.
+    async fn insert_authority(&self, record: &AuthorityRecord) -> StoreResult<()>;
+    /// A record by id in a zone.
+    async fn get_authority(&self, zone_id: &str, id: &str) -> StoreResult<Option<AuthorityRecord>>;
+    /// The record and its ancestors, nearest first, following `parent_id` up to
+    /// [`MAX_LINEAGE_DEPTH`] records (`LimitExceeded` beyond, so a corrupt cycle cannot spin).
+    async fn authority_lineage(&self, zone_id: &str, id: &str)
+    -> StoreResult<Vec<AuthorityRecord>>;
+    /// Revoke an active record; returns whether it changed (revoking twice is harmless).
+    async fn revoke_authority(
+        &self,
+        zone_id: &str,
+        id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Revoke every active record of a subject (the kill switch); returns the ids revoked.
+    async fn revoke_subject(
+        &self,
+        zone_id: &str,
+        subject_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>>;
+}

@@ -1,0 +1,25 @@
+//! Expiring keys: single-use ids (`jti`), HMAC nonces, and fixed-window rate counters.
+//!
+//! In a deployment these live in Redis (`SET NX EX`, `INCR` + `EXPIRE`), shared by every
+//! replica; the in-memory implementation serves the embedded default and tests.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::StoreResult;
+
+/// Expiring key operations.
+#[async_trait]
+pub trait EphemeralKeys: Send + Sync {
+    /// Set `key` to `value` with a time to live only if it does not exist. Returns `true` if
+    /// this call set it: the caller won the single use.
+    async fn set_nx_ex(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Increment the counter at `key`, starting a window of `window` when the key is new.
+    /// Returns the count after the increment.
+    async fn incr_window(&self, key: &str, window: Duration) -> StoreResult<i64>;
+    /// The current value, if the key exists and has not expired.
+    async fn get_key(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Delete; returns whether the key existed.
+    async fn del_key(&self, key: &str) -> StoreResult<bool>;
+}
