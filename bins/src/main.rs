@@ -1,2 +1,63 @@
-//! The `caracal` command line (placeholder).
-fn main() {}
+//! The `caracal` command line.
+//!
+//! ## Layout
+//!
+//! - `cmd::up`: `caracal up`, every service in one process (announced; arrives with the
+//!   services).
+//! - `cmd::migrate`: `caracal migrate`, the forward-only migrations of `migrations/`.
+//! - `cmd`: the command error type and how it maps to exit codes.
+//!
+//! Each subcommand is a module with an `Args` struct (parsed by clap) and a `run` function
+//! that is the only place with I/O. Logs go to stderr (`RUST_LOG`, default `warn`); results go
+//! to stdout. Exit codes: 0 success, 1 failure, 2 usage error.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Caracal: authority, not credentials, for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "caracal", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run STS, Gateway, Coordinator, Admin API and Audit in one process (not yet: prints the
+    /// plan).
+    Up(cmd::up::UpArgs),
+    /// Apply pending Postgres migrations (forward-only, checksummed, safe to run concurrently).
+    Migrate(cmd::migrate::MigrateArgs),
+    // `streams` (provision | verify) arrives with the Redis backend.
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => cmd::up::run(&args),
+        Command::Migrate(args) => cmd::block_on(cmd::migrate::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Structured logs on stderr, filtered by `RUST_LOG` (default `warn`).
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // A second initialisation (impossible here) would only be refused; never fatal.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod backend;
 pub mod clock;
 pub mod error;
 pub mod ids;

@@ -2,6 +2,8 @@
 //! without loss (compared as JSON values, so key order does not matter but every field and
 //! every value does).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use caracal_core::mandate::{Audience, MandateClaims, MandateUse};

@@ -1,0 +1,41 @@
+//! Subcommands and their shared error type.
+
+pub mod migrate;
+pub mod up;
+
+use caracal_core::backend::postgres::migrate::MigrateError;
+
+/// Why a command failed. Rendered as `error: <message>` with exit code 1; messages never
+/// contain secrets (database URLs are shown with their password redacted).
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// A required setting is missing or unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The database could not be reached.
+    #[error("cannot connect to Postgres at {url}: {reason}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Migrating failed or was refused.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Run a command future on a current-thread runtime.
+pub fn block_on<F>(fut: F) -> Result<(), CmdError>
+where
+    F: std::future::Future<Output = Result<(), CmdError>>,
+{
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CmdError::Runtime)?
+        .block_on(fut)
+}
