@@ -18,9 +18,12 @@ pub trait AuthorityStore: Send + Sync {
     async fn get_authority(&self, zone_id: &str, id: &str) -> StoreResult<Option<AuthorityRecord>>;
     /// The record and its ancestors, nearest first, following `parent_id` up to
     /// [`MAX_LINEAGE_DEPTH`] records (`LimitExceeded` beyond, so a corrupt cycle cannot spin).
+    /// Empty if the record is not in the zone; the walk stops at a parent that is not in the
+    /// zone, so a last record with `parent_id` set marks a broken lineage.
     async fn authority_lineage(&self, zone_id: &str, id: &str)
     -> StoreResult<Vec<AuthorityRecord>>;
-    /// Revoke an active record; returns whether it changed (revoking twice is harmless).
+    /// Revoke an active record; returns whether it changed (revoking twice is harmless, and a
+    /// record that is missing, in another zone or not `active` returns `false`).
     async fn revoke_authority(
         &self,
         zone_id: &str,

@@ -116,6 +116,11 @@ pub trait CoordinatorStore: Send + Sync {
 }
 
 /// A per-zone unit of work. Dropping it without committing rolls everything back.
+///
+/// Every record written through it must belong to its zone (`Invalid` otherwise). Outbox
+/// messages it enqueues are created at the store's clock (Postgres: the transaction's
+/// `now()`). A commit that fails (e.g. `Conflict` on an id another zone committed first)
+/// publishes nothing.
 #[async_trait]
 pub trait CoordinatorTx: Send {
     /// The zone this unit of work holds.
@@ -125,7 +130,8 @@ pub trait CoordinatorTx: Send {
     /// Direct children of a session, every status.
     async fn children(&mut self, parent_id: &str) -> StoreResult<Vec<Session>>;
     /// Sessions holding a live slot at `now` (tasks within TTL, services with a live lease
-    /// or suspended), optionally only of one application.
+    /// or suspended), optionally only of one application. Terminated and expired sessions
+    /// never count; a task counts while active or suspended and `started_at + ttl > now`.
     async fn count_live_sessions(
         &mut self,
         application_id: Option<&str>,
@@ -133,7 +139,9 @@ pub trait CoordinatorTx: Send {
     ) -> StoreResult<u64>;
     /// Insert a session. Unique: `session_id`.
     async fn insert_session(&mut self, session: &Session) -> StoreResult<()>;
-    /// Replace a session's mutable fields; `NotFound` if missing.
+    /// Replace a session's mutable fields (labels, status, TTL, metadata, termination,
+    /// heartbeat and lease fields, child counts); the id, zone, application, parent, subject
+    /// record, lifecycle, depth and `started_at` are kept. `NotFound` if missing.
     async fn update_session(&mut self, session: &Session) -> StoreResult<()>;
     /// An edge by id.
     async fn get_edge(&mut self, id: &str) -> StoreResult<Option<DelegationEdge>>;
@@ -151,7 +159,8 @@ pub trait CoordinatorTx: Send {
     async fn update_edge(&mut self, edge: &DelegationEdge) -> StoreResult<()>;
     /// Increment the zone's graph epoch; returns the new value (1 for the first bump).
     async fn bump_epoch(&mut self) -> StoreResult<i64>;
-    /// The receipt for `(operation, scope_id, key_digest)` in this zone, if unexpired at `now`.
+    /// The receipt for `(operation, scope_id, key_digest)` in this zone, if unexpired at `now`
+    /// (`expires_at > now`).
     async fn get_receipt(
         &mut self,
         operation: IdempotentOperation,
@@ -166,8 +175,8 @@ pub trait CoordinatorTx: Send {
         scope_id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    /// Store a receipt, replacing an expired one with the same key. Unique:
-    /// `idempotency_receipt`.
+    /// Store a receipt, replacing one with the same key that has expired by the new
+    /// receipt's `created_at`. Unique: `idempotency_receipt`.
     async fn put_receipt(&mut self, receipt: &IdempotencyReceipt) -> StoreResult<()>;
     /// Enqueue an outbox message, published iff this unit of work commits. Returns the row id
     /// (the existing one when its dedupe key coalesced it).

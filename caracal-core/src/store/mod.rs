@@ -11,7 +11,17 @@
 //! - **Zone isolation.** Every zone-scoped method takes the zone id and never returns or
 //!   changes a row of another zone; a row of another zone is "not found".
 //! - **Unique keys** are enforced by the store and reported as [`StoreError::Conflict`] with
-//!   the constraint's name (e.g. `zone_slug`), never silently overwritten.
+//!   the constraint's name (e.g. `zone_slug`), never silently overwritten. Row ids are
+//!   unique over every zone like primary keys; inserting a taken id is a `Conflict` named
+//!   after the id: `zone_id`, `application_id`, `resource_id`, `provider_id`,
+//!   `admin_token_id`, `authority_record_id`, `signing_key_id`, `policy_id`,
+//!   `policy_version_id`, `policy_set_id`, `policy_set_version_id`, `approval_id`,
+//!   `session_id`, `delegation_edge_id`.
+//! - **Updates and archives.** An `update_*` never changes a row's id, zone, `created_at`,
+//!   `created_by`/`created_via_operator` or `archived_at` (only `updated_by` and
+//!   `updated_via_operator` of the attribution); an `archive_*` sets both `archived_at` and
+//!   `updated_at` to the given instant.
+//! - **Time.** Instants passed in (`now`, `at`) are stored and compared as given.
 //! - **Atomicity.** Methods documented as atomic change every listed record or none, and
 //!   change-plus-outbox pairs are written in one transaction, so an event is published iff its
 //!   change committed.
@@ -115,7 +125,7 @@ pub struct Cursor {
 /// A page request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
-    /// Maximum rows (the services validate 1..=500).
+    /// Maximum rows (the services validate 1..=500; the stores refuse 0 as `Invalid`).
     pub limit: u32,
     /// Start after this position.
     pub after: Option<Cursor>,

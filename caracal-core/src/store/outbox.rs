@@ -64,7 +64,8 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// What an operator (and `/ready`) needs to know about the outbox.
+/// What an operator (and `/ready`) needs to know about the outbox. Ages are `now` minus the
+/// row's `created_at`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxStats {
     /// Rows neither dispatched nor dead.
@@ -81,12 +82,14 @@ pub struct OutboxStats {
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
     /// Enqueue outside any other change (e.g. the audit fallback when the stream is down).
-    /// Returns the row id, or the existing row's id when the dedupe key coalesced it.
+    /// Returns the row id, or the existing row's id when the dedupe key coalesced it. The new
+    /// row is created and available at `now`.
     async fn enqueue(&self, message: &OutboxMessage, now: DateTime<Utc>) -> StoreResult<String>;
     /// Claim up to `limit` rows that are due (`available_at <= now`, not dispatched, not dead,
-    /// not under an unexpired lease), oldest first, leasing them to `worker` until
-    /// `now + lease` and incrementing `attempts`. Concurrent claimers never receive the same
-    /// row while its lease holds.
+    /// not under an unexpired lease: a lease ends exactly at `locked_until`), oldest first
+    /// (`available_at`, then `id`), leasing them to `worker` until `now + lease` and
+    /// incrementing `attempts`. Concurrent claimers never receive the same row while its
+    /// lease holds. A lease that is not positive is `Invalid`.
     async fn claim(
         &self,
         worker: &str,
@@ -94,9 +97,12 @@ pub trait OutboxStore: Send + Sync {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<OutboxRow>>;
-    /// Mark published.
+    /// Mark published (and release the lease). `NotFound` if missing; marking twice keeps
+    /// the first `dispatched_at`.
     async fn mark_dispatched(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Record a failed publish: retry at `retry_at`, or mark dead when `retry_at` is `None`.
+    /// Record a failed publish: release the lease, keep `error` as `last_error`, and retry at
+    /// `retry_at` (the new `available_at`), or mark dead at `now` when `retry_at` is `None`.
+    /// `NotFound` if missing; a row already dispatched or dead is left unchanged.
     async fn mark_failed(
         &self,
         id: &str,

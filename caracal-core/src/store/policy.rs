@@ -25,7 +25,8 @@ pub struct ActivePolicy {
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
     /// Insert a policy with its first version (version 1), atomically. Unique: `policy_name`
-    /// (per zone among active policies).
+    /// (per zone among active policies). The first version's `version` field is ignored (it is
+    /// stored as 1); it must name the policy and its zone, else `Invalid`.
     async fn insert_policy(&self, policy: &Policy, first: &PolicyVersion) -> StoreResult<()>;
     /// Append a version; the store assigns `version = max + 1` atomically and returns the
     /// stored row (the caller's `version` field is ignored). `NotFound` if the policy is
@@ -50,7 +51,9 @@ pub trait PolicyStore: Send + Sync {
     /// Archive a policy; `NotFound` if missing or already archived.
     async fn archive_policy(&self, zone_id: &str, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
 
-    /// Insert a set and its empty binding, atomically. Unique: `policy_set_name`.
+    /// Insert a set and its empty binding, atomically. Unique: `policy_set_name` (per zone
+    /// among active sets). The set's `active_version_id` is not stored: it always comes
+    /// from the binding.
     async fn insert_policy_set(&self, set: &PolicySet) -> StoreResult<()>;
     /// A set by id (with `active_version_id` filled from its binding), archived or not.
     async fn get_policy_set(&self, zone_id: &str, id: &str) -> StoreResult<Option<PolicySet>>;
@@ -60,7 +63,8 @@ pub trait PolicyStore: Send + Sync {
         zone_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<PolicySet>>;
-    /// Append a set version; `version = max + 1` assigned atomically; returns the stored row.
+    /// Append a set version; `version = max + 1` assigned atomically; returns the stored row
+    /// (the caller's `version` field is ignored). `NotFound` if the set is missing or archived.
     async fn add_policy_set_version(
         &self,
         version: &PolicySetVersion,
@@ -80,7 +84,8 @@ pub trait PolicyStore: Send + Sync {
     ) -> StoreResult<Page<PolicySetVersion>>;
     /// Make `version_id` (a version of `set_id`) the zone's only active set version and
     /// enqueue `invalidate` in the same transaction. Returns the outbox row id. Every other
-    /// binding of the zone is cleared. `NotFound` if the set or version is missing.
+    /// binding of the zone is cleared. `NotFound` if the set is missing or archived, or the
+    /// version is missing or not a version of that set.
     async fn activate_policy_set(
         &self,
         zone_id: &str,
@@ -90,7 +95,8 @@ pub trait PolicyStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<String>;
     /// Archive a set and clear its binding (the zone becomes deny-all if it was active),
-    /// enqueueing `invalidate` atomically when a binding was cleared.
+    /// enqueueing `invalidate` atomically when a binding was cleared. `NotFound` if missing
+    /// or already archived.
     async fn archive_policy_set(
         &self,
         zone_id: &str,

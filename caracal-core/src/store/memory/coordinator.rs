@@ -1,0 +1,566 @@
+//! Sessions, delegation edges, graph epochs and idempotency receipts, changed through a
+//! per-zone unit of work.
+//!
+//! The committed state of every zone sits behind one `std::sync::Mutex` taken only for short,
+//! synchronous reads and for publishing a commit. A unit of work holds its zone's
+//! `tokio::sync::Mutex` (an owned guard, so the unit of work is `Send + 'static`) from
+//! [`CoordinatorStore::begin`] until it commits or is dropped, and keeps its writes in an
+//! overlay: reads merge the overlay over the committed state (reads see own writes), `commit`
+//! publishes the overlay and moves the unit of work's outbox messages into the outbox in one
+//! critical section, and dropping the unit of work simply drops the overlay.
+//!
+//! INVARIANT: only a unit of work changes a zone's committed state, and it holds the zone's
+//! lock while doing so; so while a unit of work is open, its zone's committed state cannot
+//! change under it, and merging the overlay over it is a consistent snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::OwnedMutexGuard;
+
+use super::{MemoryStore, lock};
+use crate::model::delegation::DelegationEdge;
+use crate::model::session::{Lifecycle, Session, SessionStatus};
+use crate::store::coordinator::{
+    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation, SessionFilter,
+};
+use crate::store::outbox::OutboxMessage;
+use crate::store::{Cursor, Page, StoreError, StoreResult};
+
+/// `(operation, scope_id, key_digest)`: the `idempotency_receipt` key within a zone.
+type ReceiptKey = (IdempotentOperation, String, [u8; 32]);
+
+fn receipt_key(r: &IdempotencyReceipt) -> ReceiptKey {
+    (r.operation, r.scope_id.clone(), r.key_digest)
+}
+
+/// One zone's committed Coordinator state.
+#[derive(Default)]
+struct ZoneData {
+    /// Ordered by id, so `id DESC` lists walk the map backwards.
+    sessions: BTreeMap<String, Session>,
+    edges: BTreeMap<String, DelegationEdge>,
+    epoch: i64,
+    receipts: HashMap<ReceiptKey, IdempotencyReceipt>,
+}
+
+/// Committed state of every zone, plus the zone of every session and edge id (ids are unique
+/// over all zones, like primary keys).
+#[derive(Default)]
+struct Committed {
+    zones: HashMap<String, ZoneData>,
+    session_zone: HashMap<String, String>,
+    edge_zone: HashMap<String, String>,
+}
+
+/// The Coordinator's tables and unit-of-work locks.
+#[derive(Default)]
+pub(super) struct State {
+    /// zone → the lock a unit of work on that zone holds. Entries are never removed, so two
+    /// callers of `begin` on one zone always contend on the same mutex.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    committed: Mutex<Committed>,
+}
+
+/// Whether a session holds a live slot at `now`: non-terminal, and a task within its TTL or
+/// a service that is suspended or within its lease.
+fn holds_slot(s: &Session, now: DateTime<Utc>) -> bool {
+    match s.status {
+        SessionStatus::Terminated | SessionStatus::Expired => false,
+        SessionStatus::Active | SessionStatus::Suspended => match s.lifecycle {
+            Lifecycle::Task => s.ttl_seconds.is_none_or(|ttl| {
+                // A TTL too large to add is not expired.
+                chrono::Duration::try_seconds(ttl)
+                    .and_then(|d| s.started_at.checked_add_signed(d))
+                    .is_none_or(|end| end > now)
+            }),
+            Lifecycle::Service => {
+                s.status == SessionStatus::Suspended
+                    || s.heartbeat_deadline_at.is_some_and(|d| d > now)
+            }
+        },
+    }
+}
+
+fn matches_filter(s: &Session, f: &SessionFilter) -> bool {
+    f.status.is_none_or(|st| s.status == st)
+        && f.lifecycle.is_none_or(|l| s.lifecycle == l)
+        && f.application_id
+            .as_ref()
+            .is_none_or(|a| &s.application_id == a)
+        && f.label.as_ref().is_none_or(|l| s.labels.contains(l))
+        && f.parent_id
+            .as_ref()
+            .is_none_or(|p| s.parent_id.as_ref() == Some(p))
+}
+
+/// Copy the mutable fields of `from` onto `to`; identity, placement and start stay.
+fn apply_session_update(to: &mut Session, from: &Session) {
+    to.labels.clone_from(&from.labels);
+    to.status = from.status;
+    to.ttl_seconds = from.ttl_seconds;
+    to.metadata.clone_from(&from.metadata);
+    to.terminated_at = from.terminated_at;
+    to.termination_reason.clone_from(&from.termination_reason);
+    to.last_heartbeat_at = from.last_heartbeat_at;
+    to.heartbeat_deadline_at = from.heartbeat_deadline_at;
+    to.lease_generation = from.lease_generation;
+    to.child_count = from.child_count;
+    to.max_children = from.max_children;
+}
+
+/// An outbox message waiting for its unit of work to commit.
+struct PendingMessage {
+    id: String,
+    message: OutboxMessage,
+    created_at: DateTime<Utc>,
+}
+
+/// The in-memory unit of work.
+struct MemoryTx {
+    store: MemoryStore,
+    zone_id: String,
+    /// Held until commit or drop; releasing it lets the next unit of work on the zone begin.
+    _zone_lock: OwnedMutexGuard<()>,
+    /// Sessions inserted or updated here (the full row after the change).
+    sessions: BTreeMap<String, Session>,
+    edges: BTreeMap<String, DelegationEdge>,
+    epoch: Option<i64>,
+    receipts: HashMap<ReceiptKey, IdempotencyReceipt>,
+    outbox: Vec<PendingMessage>,
+}
+
+impl MemoryTx {
+    /// Sessions of the zone matching `pred`, the overlay's version of a row winning.
+    fn sessions_where(&self, pred: impl Fn(&Session) -> bool) -> Vec<Session> {
+        let committed = lock(&self.store.inner.coordinator.committed);
+        let mut out: BTreeMap<&str, Session> = BTreeMap::new();
+        if let Some(zone) = committed.zones.get(&self.zone_id) {
+            for (id, s) in &zone.sessions {
+                if !self.sessions.contains_key(id) && pred(s) {
+                    out.insert(id, s.clone());
+                }
+            }
+        }
+        for (id, s) in &self.sessions {
+            if pred(s) {
+                out.insert(id, s.clone());
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Edges of the zone matching `pred`, the overlay's version of a row winning.
+    fn edges_where(&self, pred: impl Fn(&DelegationEdge) -> bool) -> Vec<DelegationEdge> {
+        let committed = lock(&self.store.inner.coordinator.committed);
+        let mut out: BTreeMap<&str, DelegationEdge> = BTreeMap::new();
+        if let Some(zone) = committed.zones.get(&self.zone_id) {
+            for (id, e) in &zone.edges {
+                if !self.edges.contains_key(id) && pred(e) {
+                    out.insert(id, e.clone());
+                }
+            }
+        }
+        for (id, e) in &self.edges {
+            if pred(e) {
+                out.insert(id, e.clone());
+            }
+        }
+        out.into_values().collect()
+    }
+
+    fn committed_session(&self, id: &str) -> Option<Session> {
+        let committed = lock(&self.store.inner.coordinator.committed);
+        committed
+            .zones
+            .get(&self.zone_id)
+            .and_then(|z| z.sessions.get(id))
+            .cloned()
+    }
+
+    fn committed_edge(&self, id: &str) -> Option<DelegationEdge> {
+        let committed = lock(&self.store.inner.coordinator.committed);
+        committed
+            .zones
+            .get(&self.zone_id)
+            .and_then(|z| z.edges.get(id))
+            .cloned()
+    }
+
+    /// The receipt with `key`, the overlay's winning, whether expired or not.
+    fn receipt(&self, key: &ReceiptKey) -> Option<IdempotencyReceipt> {
+        if let Some(r) = self.receipts.get(key) {
+            return Some(r.clone());
+        }
+        let committed = lock(&self.store.inner.coordinator.committed);
+        committed
+            .zones
+            .get(&self.zone_id)
+            .and_then(|z| z.receipts.get(key))
+            .cloned()
+    }
+
+    fn check_zone(&self, zone_id: &str) -> StoreResult<()> {
+        if zone_id == self.zone_id {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(
+                "record belongs to another zone than the unit of work".into(),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl CoordinatorTx for MemoryTx {
+    fn zone_id(&self) -> &str {
+        &self.zone_id
+    }
+
+    async fn get_session(&mut self, id: &str) -> StoreResult<Option<Session>> {
+        Ok(match self.sessions.get(id) {
+            Some(s) => Some(s.clone()),
+            None => self.committed_session(id),
+        })
+    }
+
+    async fn children(&mut self, parent_id: &str) -> StoreResult<Vec<Session>> {
+        Ok(self.sessions_where(|s| s.parent_id.as_deref() == Some(parent_id)))
+    }
+
+    async fn count_live_sessions(
+        &mut self,
+        application_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let live = self.sessions_where(|s| {
+            application_id.is_none_or(|a| s.application_id == a) && holds_slot(s, now)
+        });
+        Ok(live.len() as u64)
+    }
+
+    async fn insert_session(&mut self, session: &Session) -> StoreResult<()> {
+        self.check_zone(&session.zone_id)?;
+        let id = &session.agent_session_id;
+        let taken = self.sessions.contains_key(id)
+            || lock(&self.store.inner.coordinator.committed)
+                .session_zone
+                .contains_key(id);
+        if taken {
+            return Err(StoreError::conflict("session_id"));
+        }
+        self.sessions.insert(id.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn update_session(&mut self, session: &Session) -> StoreResult<()> {
+        self.check_zone(&session.zone_id)?;
+        let id = &session.agent_session_id;
+        let Some(mut row) = self.get_session(id).await? else {
+            return Err(StoreError::not_found("session"));
+        };
+        apply_session_update(&mut row, session);
+        self.sessions.insert(id.clone(), row);
+        Ok(())
+    }
+
+    async fn get_edge(&mut self, id: &str) -> StoreResult<Option<DelegationEdge>> {
+        Ok(match self.edges.get(id) {
+            Some(e) => Some(e.clone()),
+            None => self.committed_edge(id),
+        })
+    }
+
+    async fn session_edges(
+        &mut self,
+        session_id: &str,
+        inbound: bool,
+    ) -> StoreResult<Vec<DelegationEdge>> {
+        Ok(self.edges_where(|e| {
+            if inbound {
+                e.target_session_id == session_id
+            } else {
+                e.source_session_id == session_id
+            }
+        }))
+    }
+
+    async fn live_edges(&mut self, now: DateTime<Utc>) -> StoreResult<Vec<DelegationEdge>> {
+        Ok(self.edges_where(|e| e.is_live(now)))
+    }
+
+    async fn insert_edge(&mut self, edge: &DelegationEdge) -> StoreResult<()> {
+        self.check_zone(&edge.zone_id)?;
+        let taken = self.edges.contains_key(&edge.id)
+            || lock(&self.store.inner.coordinator.committed)
+                .edge_zone
+                .contains_key(&edge.id);
+        if taken {
+            return Err(StoreError::conflict("delegation_edge_id"));
+        }
+        self.edges.insert(edge.id.clone(), edge.clone());
+        Ok(())
+    }
+
+    async fn update_edge(&mut self, edge: &DelegationEdge) -> StoreResult<()> {
+        self.check_zone(&edge.zone_id)?;
+        let Some(mut row) = self.get_edge(&edge.id).await? else {
+            return Err(StoreError::not_found("delegation_edge"));
+        };
+        row.status = edge.status;
+        row.edge_version = edge.edge_version;
+        row.revoked_at = edge.revoked_at;
+        self.edges.insert(edge.id.clone(), row);
+        Ok(())
+    }
+
+    async fn bump_epoch(&mut self) -> StoreResult<i64> {
+        let current = match self.epoch {
+            Some(e) => e,
+            None => lock(&self.store.inner.coordinator.committed)
+                .zones
+                .get(&self.zone_id)
+                .map_or(0, |z| z.epoch),
+        };
+        let next = current
+            .checked_add(1)
+            .ok_or(StoreError::LimitExceeded("graph epoch"))?;
+        self.epoch = Some(next);
+        Ok(next)
+    }
+
+    async fn get_receipt(
+        &mut self,
+        operation: IdempotentOperation,
+        scope_id: &str,
+        key_digest: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<IdempotencyReceipt>> {
+        let key = (operation, scope_id.to_owned(), *key_digest);
+        Ok(self.receipt(&key).filter(|r| r.expires_at > now))
+    }
+
+    async fn count_receipts(
+        &mut self,
+        operation: IdempotentOperation,
+        scope_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let wanted = |r: &IdempotencyReceipt| {
+            r.operation == operation && r.scope_id == scope_id && r.expires_at > now
+        };
+        let mut count = self.receipts.values().filter(|r| wanted(r)).count() as u64;
+        let committed = lock(&self.store.inner.coordinator.committed);
+        if let Some(zone) = committed.zones.get(&self.zone_id) {
+            count += zone
+                .receipts
+                .iter()
+                .filter(|(k, r)| !self.receipts.contains_key(*k) && wanted(r))
+                .count() as u64;
+        }
+        Ok(count)
+    }
+
+    async fn put_receipt(&mut self, receipt: &IdempotencyReceipt) -> StoreResult<()> {
+        self.check_zone(&receipt.zone_id)?;
+        let key = receipt_key(receipt);
+        // An existing receipt blocks the key until it expires (judged at the new receipt's
+        // creation); an expired one is replaced.
+        if self
+            .receipt(&key)
+            .is_some_and(|r| r.expires_at > receipt.created_at)
+        {
+            return Err(StoreError::conflict("idempotency_receipt"));
+        }
+        self.receipts.insert(key, receipt.clone());
+        Ok(())
+    }
+
+    async fn enqueue(&mut self, message: &OutboxMessage) -> StoreResult<String> {
+        if let Some(key) = &message.dedupe_key {
+            if let Some(p) = self.outbox.iter().find(|p| {
+                p.message.stream == message.stream && p.message.dedupe_key.as_ref() == Some(key)
+            }) {
+                return Ok(p.id.clone());
+            }
+            if let Some(id) = lock(&self.store.inner.outbox).coalesced(message) {
+                return Ok(id.to_owned());
+            }
+        }
+        let id = self.store.inner.ids.next_id();
+        self.outbox.push(PendingMessage {
+            id: id.clone(),
+            message: message.clone(),
+            created_at: self.store.inner.clock.now(),
+        });
+        Ok(id)
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        let this = *self;
+        let inner = &this.store.inner;
+        // Lock order: coordinator state, then outbox. Both are held while publishing, so no
+        // reader sees the change without its messages or the other way round.
+        let mut committed = lock(&inner.coordinator.committed);
+        // Ids are unique over all zones; another zone may have taken one since it was
+        // checked. Refuse the whole commit rather than publish half of it.
+        for id in this.sessions.keys() {
+            if committed
+                .session_zone
+                .get(id)
+                .is_some_and(|z| z != &this.zone_id)
+            {
+                return Err(StoreError::conflict("session_id"));
+            }
+        }
+        for id in this.edges.keys() {
+            if committed
+                .edge_zone
+                .get(id)
+                .is_some_and(|z| z != &this.zone_id)
+            {
+                return Err(StoreError::conflict("delegation_edge_id"));
+            }
+        }
+        let mut outbox = lock(&inner.outbox);
+        let Committed {
+            zones,
+            session_zone,
+            edge_zone,
+        } = &mut *committed;
+        let zone = zones.entry(this.zone_id.clone()).or_default();
+        for (id, s) in this.sessions {
+            session_zone.insert(id.clone(), this.zone_id.clone());
+            zone.sessions.insert(id, s);
+        }
+        for (id, e) in this.edges {
+            edge_zone.insert(id.clone(), this.zone_id.clone());
+            zone.edges.insert(id, e);
+        }
+        if let Some(epoch) = this.epoch {
+            zone.epoch = epoch;
+        }
+        zone.receipts.extend(this.receipts);
+        for p in this.outbox {
+            // A message enqueued outside any unit of work with the same dedupe key since it
+            // was checked wins; this one coalesces into it, as `ON CONFLICT DO NOTHING` would.
+            if outbox.coalesced(&p.message).is_none() {
+                outbox.insert_new(p.id, p.message, p.created_at);
+            }
+        }
+        // `this._zone_lock` is dropped on return, after the state is published.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CoordinatorStore for MemoryStore {
+    async fn begin(&self, zone_id: &str) -> StoreResult<Box<dyn CoordinatorTx>> {
+        let zone_lock = {
+            let mut locks = lock(&self.inner.coordinator.locks);
+            Arc::clone(locks.entry(zone_id.to_owned()).or_default())
+        };
+        let guard = zone_lock.lock_owned().await;
+        Ok(Box::new(MemoryTx {
+            store: self.clone(),
+            zone_id: zone_id.to_owned(),
+            _zone_lock: guard,
+            sessions: BTreeMap::new(),
+            edges: BTreeMap::new(),
+            epoch: None,
+            receipts: HashMap::new(),
+            outbox: Vec::new(),
+        }))
+    }
+
+    async fn get_session(&self, zone_id: &str, id: &str) -> StoreResult<Option<Session>> {
+        let committed = lock(&self.inner.coordinator.committed);
+        Ok(committed
+            .zones
+            .get(zone_id)
+            .and_then(|z| z.sessions.get(id))
+            .cloned())
+    }
+
+    async fn get_edge(&self, zone_id: &str, id: &str) -> StoreResult<Option<DelegationEdge>> {
+        let committed = lock(&self.inner.coordinator.committed);
+        Ok(committed
+            .zones
+            .get(zone_id)
+            .and_then(|z| z.edges.get(id))
+            .cloned())
+    }
+
+    async fn graph_epoch(&self, zone_id: &str) -> StoreResult<i64> {
+        let committed = lock(&self.inner.coordinator.committed);
+        Ok(committed.zones.get(zone_id).map_or(0, |z| z.epoch))
+    }
+
+    async fn list_sessions(
+        &self,
+        zone_id: &str,
+        filter: &SessionFilter,
+        page: &IdPage,
+    ) -> StoreResult<Page<Session>> {
+        if page.limit == 0 {
+            return Err(StoreError::Invalid("page limit must be at least 1".into()));
+        }
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        let committed = lock(&self.inner.coordinator.committed);
+        let Some(zone) = committed.zones.get(zone_id) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let upper = match &page.after_id {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let below = zone.sessions.range::<str, _>((Bound::Unbounded, upper));
+        let items: Vec<Session> = below
+            .rev()
+            .map(|(_, s)| s)
+            .filter(|s| matches_filter(s, filter))
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = match items.last() {
+            Some(last) if items.len() == limit => Some(Cursor {
+                created_at: last.started_at,
+                id: last.agent_session_id.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn session_edges(
+        &self,
+        zone_id: &str,
+        session_id: &str,
+        inbound: bool,
+    ) -> StoreResult<Vec<DelegationEdge>> {
+        let committed = lock(&self.inner.coordinator.committed);
+        Ok(committed
+            .zones
+            .get(zone_id)
+            .map(|z| {
+                z.edges
+                    .values()
+                    .filter(|e| {
+                        if inbound {
+                            e.target_session_id == session_id
+                        } else {
+                            e.source_session_id == session_id
+                        }
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
