@@ -5,6 +5,7 @@
 //! - `cmd::up`: `caracal up`, every service in one process (announced; arrives with the
 //!   services).
 //! - `cmd::migrate`: `caracal migrate`, the forward-only migrations of `migrations/`.
+//! - `cmd::streams`: `caracal streams provision|verify`, the nine Redis streams and groups.
 //! - `cmd`: the command error type and how it maps to exit codes.
 //!
 //! Each subcommand is a module with an `Args` struct (parsed by clap) and a `run` function
@@ -33,7 +34,8 @@ enum Command {
     Up(cmd::up::UpArgs),
     /// Apply pending Postgres migrations (forward-only, checksummed, safe to run concurrently).
     Migrate(cmd::migrate::MigrateArgs),
-    // `streams` (provision | verify) arrives with the Redis backend.
+    /// Provision or verify the Redis streams and their consumer groups.
+    Streams(cmd::streams::StreamsArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(&args),
         Command::Migrate(args) => cmd::block_on(cmd::migrate::run(args)),
+        Command::Streams(args) => cmd::block_on(cmd::streams::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

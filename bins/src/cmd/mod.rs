@@ -1,6 +1,7 @@
 //! Subcommands and their shared error type.
 
 pub mod migrate;
+pub mod streams;
 pub mod up;
 
 use caracal_core::backend::postgres::migrate::MigrateError;
@@ -23,6 +24,18 @@ pub enum CmdError {
     /// Migrating failed or was refused.
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    /// Redis could not be reached, or refused a command.
+    #[error("Redis at {url}: {reason}")]
+    Redis {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// `caracal streams provision|verify` found streams or groups missing or unusable; the
+    /// message names each one.
+    #[error("{0}")]
+    Streams(String),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -12,7 +12,10 @@
 //!   `XREADGROUP`, `XACK`, `XAUTOCLAIM`, `XPENDING`, `XLEN`, `XRANGE`, `XDEL`, and the
 //!   introspection the provisioner's verify step needs);
 //! - [`MemoryStreams`]: the in-memory implementation, with Redis's consumer-group semantics
-//!   (pending lists, delivery counts, idle times from the injected clock, claims).
+//!   (pending lists, delivery counts, idle times from the injected clock, claims);
+//! - [`consumer`]: the consumer-group loop every service consumer runs (pending-list drain,
+//!   idle-claim reaper, ack only after durable handling, dead letters, health);
+//! - [`provision`]: create and verify the nine streams and their groups.
 //!
 //! The Redis backend (feature `redis`) implements the same trait; one contract suite
 //! (`tests/contract/streams.rs`) runs against both.
@@ -38,10 +41,12 @@
 //! unbounded read is never what a consumer wants, and Redis gives `COUNT 0` a different meaning
 //! per command.
 
+pub mod consumer;
 mod fields;
 mod id;
 mod memory;
 pub mod names;
+pub mod provision;
 pub mod signature;
 
 use std::time::Duration;

@@ -58,12 +58,12 @@ pub struct GroupSpec {
     pub start: GroupStart,
 }
 
-/// The entry the provisioner adds to a stream on every run (`XADD … MAXLEN ~ n * …`).
+/// The entry the provisioner adds to a stream when it is empty (`XADD … MAXLEN ~ n * …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seed {
     /// The entry's fields.
     pub fields: &'static [(&'static str, &'static str)],
-    /// Approximate `MAXLEN` applied with the seed, so re-runs do not grow the stream.
+    /// Approximate `MAXLEN` applied with the seed, so the stream stays about this long.
     pub max_len: u64,
 }
 
@@ -78,7 +78,7 @@ pub struct StreamSpec {
     /// recreates a stream (and the audit stream is never trimmed below what its ingest group
     /// has acknowledged, SPEC §5.1).
     pub bound: Option<u64>,
-    /// Entry added on each provisioning run, if any.
+    /// Entry added by the provisioner when the stream is empty, if any.
     pub seed: Option<Seed>,
 }
 
