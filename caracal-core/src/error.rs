@@ -2,7 +2,7 @@
 //!
 //! Each area has its own typed error ([`crate::model::WireError`],
 //! [`crate::streams::StreamError`], [`crate::store::StoreError`],
-//! [`crate::secrets::SecretError`]); [`Error`] gathers them so a caller that does not care
+//! [`crate::secrets::SecretError`], [`crate::audit::AuditError`]); [`Error`] gathers them so a caller that does not care
 //! which area failed can use one type with `?`.
 
 /// Any error of `caracal-core`.
@@ -21,6 +21,9 @@ pub enum Error {
     /// Sealing, opening or hashing a secret failed.
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    /// An audit event or chain operation failed.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl Error {
@@ -29,7 +32,7 @@ impl Error {
         match self {
             Error::Stream(e) => e.is_retryable(),
             Error::Store(e) => e.is_retryable(),
-            Error::Wire(_) | Error::Secret(_) => false,
+            Error::Wire(_) | Error::Secret(_) | Error::Audit(_) => false,
         }
     }
 }

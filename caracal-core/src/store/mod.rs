@@ -36,12 +36,14 @@
 //!   changed through a per-zone unit of work.
 //! - [`policy`]: policies, versions, sets, set versions and the per-zone binding.
 //! - [`approvals`]: human approval holds with single decision and single consumption.
+//! - [`audit`]: the hash-chained audit ledger.
 //! - [`keys`]: zone signing keys (sealed).
 //! - [`outbox`]: the transactional outbox.
 //! - [`ephemeral`]: expiring keys for single-use ids, nonces and rate windows.
 //! - [`memory`]: the in-memory implementation of all of the above.
 
 pub mod approvals;
+pub mod audit;
 pub mod authority;
 pub mod coordinator;
 pub mod directory;
