@@ -2,7 +2,7 @@
 //!
 //! `fixtures/audit/jsonb_vectors.json` holds Postgres' own answers to `$1::jsonb::text`,
 //! captured by `fixtures/audit/gen_jsonb_vectors.py` from a live server. A second test runs fresh
-//! random cases against a live Postgres through `psql` when `CARACAL_TEST_DATABASE_URL` is set.
+//! random cases against a live Postgres through `psql`.
 
 // Test helpers may unwrap: a failure here is a failed test, not a production panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -121,19 +121,19 @@ fn vectors_cover_the_tricky_areas() {
     assert!(vectors.iter().any(|v| v.expected_sha256.is_some()));
 }
 
-/// Fresh random documents against a live Postgres, through `psql` (no driver needed).
+/// Fresh random documents against a live Postgres, through `psql` (no driver needed): the
+/// proof of SPEC §5.7 that the native normaliser, and so the content hash, matches Postgres.
 ///
-/// Runs when `CARACAL_TEST_DATABASE_URL` is set (for example
-/// `postgres://postgres@127.0.0.1:5432/postgres`); otherwise it says so and passes, since the
-/// committed vectors above already carry Postgres' answers.
+/// Uses the test support's Postgres (an ephemeral cluster, or `CARACAL_TEST_DATABASE_URL`);
+/// without server binaries it says SKIPPED, and under `CI=true` that is a failure.
 #[test]
 fn live_postgres_agrees_on_random_documents() {
-    let Ok(url) = std::env::var("CARACAL_TEST_DATABASE_URL") else {
-        eprintln!(
-            "SKIPPED live_postgres_agrees_on_random_documents: CARACAL_TEST_DATABASE_URL unset"
-        );
+    let Some(pg) =
+        caracal_test_support::postgres_or_skip("live_postgres_agrees_on_random_documents")
+    else {
         return;
     };
+    let url = pg.url();
     // CARACAL_JSONB_LIVE_CASES and CARACAL_JSONB_LIVE_SEED widen a run by hand.
     let env_number = |name: &str, default: u64| {
         std::env::var(name)
@@ -176,7 +176,7 @@ fn psql_normalise(url: &str, cases: &[String]) -> Vec<Option<String>> {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("psql must be installed when CARACAL_TEST_DATABASE_URL is set");
+        .expect("psql must be installed beside the Postgres server");
     // Write from another thread: psql's output would otherwise fill its pipe and deadlock.
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
