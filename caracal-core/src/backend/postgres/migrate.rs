@@ -72,10 +72,16 @@ impl<'a> Migration<'a> {
 
 /// Every migration file of `migrations/`, in order. A unit test checks that this list and
 /// the directory agree, so a new file cannot be forgotten here.
-pub static EMBEDDED: &[Migration<'static>] = &[Migration::new(
-    "0001_baseline.sql",
-    include_str!("../../../../migrations/0001_baseline.sql"),
-)];
+pub static EMBEDDED: &[Migration<'static>] = &[
+    Migration::new(
+        "0001_baseline.sql",
+        include_str!("../../../../migrations/0001_baseline.sql"),
+    ),
+    Migration::new(
+        "0002_idempotency_receipt_replay.sql",
+        include_str!("../../../../migrations/0002_idempotency_receipt_replay.sql"),
+    ),
+];
 
 /// `migrations/released.sha256`: the pinned hashes of the released files.
 pub const RELEASED_MANIFEST: &str = include_str!("../../../../migrations/released.sha256");

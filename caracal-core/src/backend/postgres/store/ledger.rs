@@ -1,0 +1,379 @@
+//! The audit ledger on Postgres (`audit_events`, `audit_ingest_alerts`,
+//! `audit_chain_checkpoints`).
+//!
+//! An append runs in one transaction holding `pg_advisory_xact_lock(hashtext(zone_id))` (the
+//! reference's lock, so a Go ingestor and this one serialise on the same key), reads the zone's
+//! head, links each row with the shared rule [`LedgerRow::append`], and inserts with
+//! `ON CONFLICT (id, occurred_at) DO NOTHING`. The JSON columns are written from the native
+//! `jsonb`-normalised text; Postgres stores and prints the same text, so a row read back with
+//! `::text` hashes to its stored `content_sha256` (the live test in `tests/ledger_postgres.rs`
+//! checks exactly that).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+
+use super::PgStore;
+use super::conn::Tx;
+use super::rows::{all, col};
+use crate::audit::{
+    AuditEvent, AuditHmacKey, ChainCheckpoint, ChainHead, JsonText, LedgerRow, ReplayVerdict,
+    content_hash,
+};
+use crate::store::audit::{
+    ALERT_CONTENT_MISMATCH, AppendOutcome, AuditLedger, AuditQuery, IncomingEvent, IngestAlert,
+};
+use crate::store::{StoreError, StoreResult};
+
+/// A `SELECT` of every ledger column (JSON columns as their `jsonb` text) with `$tail`
+/// appended; a macro so the statement stays a `&'static str` for the statement cache.
+macro_rules! select_rows {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, zone_id, event_type, request_id, decision, policy_set_id, \
+             policy_set_version_id, manifest_sha, evaluation_status, \
+             determining_policies_json::text AS determining_policies_json, \
+             diagnostics_json::text AS diagnostics_json, metadata_json::text AS metadata_json, \
+             occurred_at, ingested_at, content_sha256, prev_content_sha256, chain_hmac, \
+             chain_seq, ingest_signature FROM audit_events ",
+            $tail
+        )
+    };
+}
+
+/// Decode a JSON column read back as text.
+fn json_col(row: &Row, name: &str) -> StoreResult<Option<JsonText>> {
+    let text: Option<String> = col(row, "audit_event", name)?;
+    text.map(|t| JsonText::parse(t).map_err(|e| super::error::malformed("audit_event", e)))
+        .transpose()
+}
+
+fn ledger_row(row: &Row) -> StoreResult<LedgerRow> {
+    const E: &str = "audit_event";
+    let text = |name: &str| -> StoreResult<String> {
+        Ok(col::<Option<String>>(row, E, name)?.unwrap_or_default())
+    };
+    Ok(LedgerRow {
+        event: AuditEvent {
+            id: col(row, E, "id")?,
+            zone_id: col(row, E, "zone_id")?,
+            event_type: col(row, E, "event_type")?,
+            request_id: text("request_id")?,
+            decision: text("decision")?,
+            policy_set_id: text("policy_set_id")?,
+            policy_set_version_id: text("policy_set_version_id")?,
+            manifest_sha: text("manifest_sha")?,
+            evaluation_status: text("evaluation_status")?,
+            determining_policies_json: json_col(row, "determining_policies_json")?,
+            diagnostics_json: json_col(row, "diagnostics_json")?,
+            metadata_json: json_col(row, "metadata_json")?,
+            occurred_at: col(row, E, "occurred_at")?,
+        },
+        content_sha256: col(row, E, "content_sha256")?,
+        prev_content_sha256: col(row, E, "prev_content_sha256")?,
+        chain_hmac: col(row, E, "chain_hmac")?,
+        chain_seq: col(row, E, "chain_seq")?,
+        ingest_signature: col(row, E, "ingest_signature")?,
+        ingested_at: col(row, E, "ingested_at")?,
+    })
+}
+
+fn checkpoint(row: &Row) -> StoreResult<ChainCheckpoint> {
+    const E: &str = "audit_chain_checkpoint";
+    Ok(ChainCheckpoint {
+        zone_id: col(row, E, "zone_id")?,
+        chain_seq: col(row, E, "chain_seq")?,
+        content_sha256: col(row, E, "head_sha256")?,
+        signature: col(row, E, "signature")?,
+    })
+}
+
+/// An empty string as SQL NULL (the reference stores empty optional strings as NULL).
+fn nullable(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+async fn insert_row(tx: &mut Tx<'_>, r: &LedgerRow) -> StoreResult<u64> {
+    let e = &r.event;
+    tx.exec(
+        "INSERT INTO audit_events (id, zone_id, event_type, request_id, decision, \
+             policy_set_id, policy_set_version_id, manifest_sha, evaluation_status, \
+             determining_policies_json, diagnostics_json, metadata_json, occurred_at, \
+             ingested_at, content_sha256, prev_content_sha256, chain_hmac, chain_seq, \
+             ingest_signature) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::jsonb, $11::text::jsonb, \
+             $12::text::jsonb, $13, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT (id, occurred_at) DO NOTHING",
+        &[
+            &e.id,
+            &e.zone_id,
+            &e.event_type,
+            &e.request_id,
+            &e.decision,
+            &nullable(&e.policy_set_id),
+            &nullable(&e.policy_set_version_id),
+            &nullable(&e.manifest_sha),
+            &e.evaluation_status,
+            &e.determining_policies_json.as_ref().map(JsonText::as_str),
+            &e.diagnostics_json.as_ref().map(JsonText::as_str),
+            &e.metadata_json.as_ref().map(JsonText::as_str),
+            &e.occurred_at,
+            &r.ingested_at,
+            &r.content_sha256,
+            &r.prev_content_sha256,
+            &r.chain_hmac,
+            &r.chain_seq,
+            &r.ingest_signature,
+        ],
+    )
+    .await
+}
+
+#[async_trait]
+impl AuditLedger for PgStore {
+    async fn append(
+        &self,
+        zone_id: &str,
+        events: &[IncomingEvent],
+        key: Option<&AuditHmacKey>,
+    ) -> StoreResult<Vec<AppendOutcome>> {
+        // Validate and canonicalise before touching the database: an invalid event writes
+        // nothing of its batch.
+        let mut prepared = Vec::with_capacity(events.len());
+        for incoming in events {
+            if incoming.event.zone_id != zone_id {
+                return Err(StoreError::Invalid(format!(
+                    "event {} belongs to another zone",
+                    incoming.event.id
+                )));
+            }
+            let stored = incoming
+                .event
+                .clone()
+                .into_stored()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let hash = content_hash(&stored).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            prepared.push((stored, hash, incoming.ingest_signature.clone()));
+        }
+        self.bounded("audit_append", async {
+            let mut tx = Tx::begin(self.conn().await?).await?;
+            // INVARIANT: every append to this zone serialises on this lock until commit, so
+            // the head read below cannot move before our rows are linked onto it.
+            tx.exec("SELECT pg_advisory_xact_lock(hashtext($1))", &[&zone_id])
+                .await?;
+            let now: DateTime<Utc> = col(&tx.row("SELECT now()", &[]).await?, "clock", "now")?;
+            let mut head = tx
+                .row_opt(
+                    "SELECT content_sha256, chain_seq FROM audit_events WHERE zone_id = $1 \
+                     ORDER BY chain_seq DESC LIMIT 1",
+                    &[&zone_id],
+                )
+                .await?
+                .map(|r| -> StoreResult<ChainHead> {
+                    Ok(ChainHead {
+                        content_sha256: col(&r, "audit_event", "content_sha256")?,
+                        chain_seq: col(&r, "audit_event", "chain_seq")?,
+                    })
+                })
+                .transpose()?;
+            let mut outcomes = Vec::with_capacity(prepared.len());
+            for (stored, incoming_hash, sig) in prepared {
+                let row = LedgerRow::append(stored, head.as_ref(), key, sig, now)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                if insert_row(&mut tx, &row).await? == 1 {
+                    outcomes.push(AppendOutcome::Inserted {
+                        chain_seq: row.chain_seq,
+                        content_sha256: row.content_sha256.clone(),
+                    });
+                    head = Some(row.head());
+                    continue;
+                }
+                let existing: String = tx
+                    .row_opt(
+                        "SELECT content_sha256 FROM audit_events \
+                         WHERE id = $1 AND occurred_at = $2",
+                        &[&row.event.id, &row.event.occurred_at],
+                    )
+                    .await?
+                    .map(|r| col::<String>(&r, "audit_event", "content_sha256"))
+                    .transpose()?
+                    .unwrap_or_default();
+                match ReplayVerdict::judge(&existing, &incoming_hash) {
+                    ReplayVerdict::BenignDuplicate => outcomes.push(AppendOutcome::Duplicate),
+                    ReplayVerdict::Tampered => {
+                        let detail = format!("stored={existing} incoming={incoming_hash}");
+                        tx.exec(
+                            "INSERT INTO audit_ingest_alerts (event_id, zone_id, kind, detail, \
+                             observed_at) VALUES ($1, $2, $3, $4, $5)",
+                            &[
+                                &row.event.id,
+                                &zone_id,
+                                &ALERT_CONTENT_MISMATCH,
+                                &detail,
+                                &now,
+                            ],
+                        )
+                        .await?;
+                        outcomes.push(AppendOutcome::Tampered {
+                            stored: existing,
+                            incoming: incoming_hash,
+                        });
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn chain_head(&self, zone_id: &str) -> StoreResult<Option<ChainHead>> {
+        self.bounded("audit_chain_head", async {
+            let conn = self.conn().await?;
+            conn.row_opt(
+                "SELECT content_sha256, chain_seq FROM audit_events WHERE zone_id = $1 \
+                 ORDER BY chain_seq DESC LIMIT 1",
+                &[&zone_id],
+            )
+            .await?
+            .map(|r| {
+                Ok(ChainHead {
+                    content_sha256: col(&r, "audit_event", "content_sha256")?,
+                    chain_seq: col(&r, "audit_event", "chain_seq")?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn read_chain(
+        &self,
+        zone_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>> {
+        self.bounded("audit_read_chain", async {
+            let conn = self.conn().await?;
+            let rows = conn
+                .rows(
+                    select_rows!(
+                        "WHERE zone_id = $1 AND chain_seq > $2 \
+                         ORDER BY chain_seq, occurred_at, id LIMIT $3"
+                    ),
+                    &[&zone_id, &after_seq, &i64::from(limit)],
+                )
+                .await?;
+            all(&rows, ledger_row)
+        })
+        .await
+    }
+
+    async fn ledger_zones(&self) -> StoreResult<Vec<String>> {
+        self.bounded("audit_ledger_zones", async {
+            let conn = self.conn().await?;
+            let rows = conn
+                .rows(
+                    "SELECT DISTINCT zone_id FROM audit_events ORDER BY zone_id",
+                    &[],
+                )
+                .await?;
+            all(&rows, |r| col(r, "audit_event", "zone_id"))
+        })
+        .await
+    }
+
+    async fn search_audit(&self, q: &AuditQuery) -> StoreResult<Vec<LedgerRow>> {
+        if q.limit == 0 {
+            return Err(StoreError::Invalid("limit must be at least 1".into()));
+        }
+        self.bounded("audit_search", async {
+            let conn = self.conn().await?;
+            let rows = conn
+                .rows(
+                    select_rows!(
+                        "WHERE zone_id = $1 AND chain_seq > $2 \
+                           AND ($3::timestamptz IS NULL OR occurred_at >= $3) \
+                           AND ($4::timestamptz IS NULL OR occurred_at < $4) \
+                           AND ($5::text IS NULL OR decision = $5) \
+                           AND ($6::text IS NULL OR request_id = $6) \
+                         ORDER BY chain_seq, occurred_at, id LIMIT $7"
+                    ),
+                    &[
+                        &q.zone_id,
+                        &q.after_seq,
+                        &q.since,
+                        &q.until,
+                        &q.decision,
+                        &q.request_id,
+                        &i64::from(q.limit),
+                    ],
+                )
+                .await?;
+            all(&rows, ledger_row)
+        })
+        .await
+    }
+
+    async fn ingest_alerts(
+        &self,
+        zone_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<IngestAlert>> {
+        self.bounded("audit_ingest_alerts", async {
+            let conn = self.conn().await?;
+            let rows = conn
+                .rows(
+                    "SELECT event_id, zone_id, kind, detail, observed_at FROM audit_ingest_alerts \
+                     WHERE $1::text IS NULL OR zone_id = $1 ORDER BY id DESC LIMIT $2",
+                    &[&zone_id, &i64::from(limit)],
+                )
+                .await?;
+            all(&rows, |r| {
+                const E: &str = "audit_ingest_alert";
+                Ok(IngestAlert {
+                    event_id: col::<Option<String>>(r, E, "event_id")?.unwrap_or_default(),
+                    zone_id: col::<Option<String>>(r, E, "zone_id")?.unwrap_or_default(),
+                    kind: col(r, E, "kind")?,
+                    detail: col::<Option<String>>(r, E, "detail")?.unwrap_or_default(),
+                    observed_at: col(r, E, "observed_at")?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, cp: &ChainCheckpoint) -> StoreResult<()> {
+        self.bounded("audit_put_checkpoint", async {
+            let conn = self.conn().await?;
+            conn.exec(
+                "INSERT INTO audit_chain_checkpoints (zone_id, chain_seq, head_sha256, signature) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (zone_id, chain_seq) DO NOTHING",
+                &[
+                    &cp.zone_id,
+                    &cp.chain_seq,
+                    &cp.content_sha256,
+                    &cp.signature,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self, zone_id: &str) -> StoreResult<Option<ChainCheckpoint>> {
+        self.bounded("audit_latest_checkpoint", async {
+            let conn = self.conn().await?;
+            conn.row_opt(
+                "SELECT zone_id, chain_seq, head_sha256, signature FROM audit_chain_checkpoints \
+                 WHERE zone_id = $1 ORDER BY chain_seq DESC LIMIT 1",
+                &[&zone_id],
+            )
+            .await?
+            .map(|r| checkpoint(&r))
+            .transpose()
+        })
+        .await
+    }
+}
