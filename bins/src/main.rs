@@ -5,6 +5,7 @@
 //! - `cmd::up`: `caracal up`, every service in one process (announced; arrives with the
 //!   services).
 //! - `cmd::migrate`: `caracal migrate`, the forward-only migrations of `migrations/`.
+//! - `cmd::policy`: `caracal policy eval|validate`, the policy engine on local files.
 //! - `cmd::streams`: `caracal streams provision|verify`, the nine Redis streams and groups.
 //! - `cmd`: the command error type and how it maps to exit codes.
 //!
@@ -36,6 +37,8 @@ enum Command {
     Migrate(cmd::migrate::MigrateArgs),
     /// Provision or verify the Redis streams and their consumer groups.
     Streams(cmd::streams::StreamsArgs),
+    /// Evaluate a policy input against data documents, or validate a data document.
+    Policy(cmd::policy::PolicyArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(&args),
         Command::Migrate(args) => cmd::block_on(cmd::migrate::run(args)),
         Command::Streams(args) => cmd::block_on(cmd::streams::run(args)),
+        Command::Policy(args) => cmd::policy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,8 @@
 //!   revocation event, and the domain records (zone, application, resource, provider, authority
 //!   record, session, delegation edge, approval, policy version / set / set version). serde
 //!   names are the reference system's wire names.
+//! - [`policy`]: the decision contract as compiled Rust, Rego/JSON data documents, the policy
+//!   lifecycle and the per-zone bundle cache.
 //! - [`mandate`]: the mandate JWT claims (signing and verification arrive with the STS).
 //! - [`audit`]: the audit event, the content hash over the Postgres-`jsonb`-normalised stored
 //!   form, the chain link `HMAC(content | prev)`, and a pure chain verifier.
@@ -37,6 +39,7 @@ pub mod error;
 pub mod ids;
 pub mod mandate;
 pub mod model;
+pub mod policy;
 pub mod secrets;
 pub mod store;
 pub mod streams;

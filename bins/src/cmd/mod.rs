@@ -1,6 +1,7 @@
 //! Subcommands and their shared error type.
 
 pub mod migrate;
+pub mod policy;
 pub mod streams;
 pub mod up;
 
@@ -36,6 +37,10 @@ pub enum CmdError {
     /// message names each one.
     #[error("{0}")]
     Streams(String),
+    /// `caracal policy` refused a document or an input (`<code>: <description>`), or could
+    /// not read a file.
+    #[error("{0}")]
+    Policy(String),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
