@@ -13,7 +13,7 @@
 //!   names are the reference system's wire names.
 //! - [`policy`]: the decision contract as compiled Rust, Rego/JSON data documents, the policy
 //!   lifecycle and the per-zone bundle cache.
-//! - [`mandate`]: the mandate JWT claims (signing and verification arrive with the STS).
+//! - [`mandate`]: the mandate JWT: claims, lifetimes, zone key ring, mint, verify, JWKS.
 //! - [`audit`]: the audit event, the content hash over the Postgres-`jsonb`-normalised stored
 //!   form, the chain link `HMAC(content | prev)`, and a pure chain verifier.
 //! - [`streams`]: stream names and groups, the `_sig` origin signature, and the [`streams::Streams`]
