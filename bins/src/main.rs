@@ -7,6 +7,7 @@
 //! - `cmd::migrate`: `caracal migrate`, the forward-only migrations of `migrations/`.
 //! - `cmd::policy`: `caracal policy eval|validate`, the policy engine on local files.
 //! - `cmd::streams`: `caracal streams provision|verify`, the nine Redis streams and groups.
+//! - `cmd::audit`: `caracal audit verify`, the chain verifier over a Postgres ledger.
 //! - `cmd`: the command error type and how it maps to exit codes.
 //!
 //! Each subcommand is a module with an `Args` struct (parsed by clap) and a `run` function
@@ -37,6 +38,8 @@ enum Command {
     Migrate(cmd::migrate::MigrateArgs),
     /// Provision or verify the Redis streams and their consumer groups.
     Streams(cmd::streams::StreamsArgs),
+    /// Audit ledger tools: `verify` checks every zone's hash chain.
+    Audit(cmd::audit::AuditArgs),
     /// Evaluate a policy input against data documents, or validate a data document.
     Policy(cmd::policy::PolicyArgs),
 }
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(&args),
         Command::Migrate(args) => cmd::block_on(cmd::migrate::run(args)),
         Command::Streams(args) => cmd::block_on(cmd::streams::run(args)),
+        Command::Audit(args) => cmd::block_on(cmd::audit::run(args)),
         Command::Policy(args) => cmd::policy::run(&args),
     };
     match result {

@@ -1,5 +1,6 @@
 //! Subcommands and their shared error type.
 
+pub mod audit;
 pub mod migrate;
 pub mod policy;
 pub mod streams;
@@ -41,6 +42,9 @@ pub enum CmdError {
     /// not read a file.
     #[error("{0}")]
     Policy(String),
+    /// `caracal audit verify` found problems in the ledger; the message names each zone.
+    #[error("{0}")]
+    Audit(String),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -28,11 +28,16 @@
 //! - [`jsonb`]: the native `jsonb` text normaliser.
 //! - [`hash`]: content hash, chain HMAC, the audit HMAC key, producer payload `sig`.
 //! - [`chain`]: the ledger row, linking onto a chain head, checkpoints and the streaming verifier.
+//! - [`ingest`]: the `audit-ingestor` handler (outcome table, batching per zone, checkpoints)
+//!   and DLQ replay.
+//! - [`ledger_verify`]: the verifier run over a stored ledger (CLI and endpoint).
 
 pub mod chain;
 pub mod event;
 pub mod hash;
+pub mod ingest;
 pub mod jsonb;
+pub mod ledger_verify;
 
 pub use chain::{
     ChainCheckpoint, ChainHead, ChainLink, ChainStart, ChainVerifier, CheckpointOutcome, Finding,

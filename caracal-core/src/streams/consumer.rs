@@ -224,12 +224,36 @@ pub enum Outcome {
     },
 }
 
-/// Handles one entry at a time. Implementations must be idempotent on the entry (delivery
-/// is at least once) and must not panic.
+/// Handles entries. Implementations must be idempotent on the entry (delivery is at least
+/// once) and must not panic.
+///
+/// By default the loop hands entries over one at a time ([`Handler::handle`]). A handler that
+/// gains from seeing a whole read at once (the audit ingestor appends a zone's entries in one
+/// transaction) returns `true` from [`Handler::handles_batches`]; the loop then calls
+/// [`Handler::handle_batch`] with each read, drain page or claim page, carries out the
+/// outcomes entry by entry, and acknowledges the handled entries with one `XACK`. Shutdown is
+/// then honoured between batches, and [`ConsumerConfig::handler_timeout`] bounds a whole batch.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync {
     /// Handle `delivery` and say what to do with it.
     async fn handle(&self, delivery: &Delivery) -> Outcome;
+
+    /// Whether the loop should call [`Handler::handle_batch`] instead of
+    /// [`Handler::handle`]. Default `false`.
+    fn handles_batches(&self) -> bool {
+        false
+    }
+
+    /// Handle `deliveries` (in stream order) and return one outcome per delivery, in the same
+    /// order. A result of another length is treated as [`Outcome::Retry`] for every entry.
+    /// The default handles them one by one with [`Handler::handle`].
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            outcomes.push(self.handle(delivery).await);
+        }
+        outcomes
+    }
 }
 
 /// Counters of one consumer, for metrics and tests.
@@ -509,6 +533,12 @@ impl Consumer {
                 () = shutdown_requested(shutdown) => return Err(Stop::Shutdown),
             };
             self.health.set_healthy(true);
+            if self.handler.handles_batches() {
+                // A `>` delivery is always the first: Redis starts its count at 1.
+                let batch = entries.into_iter().map(|e| (e, 1)).collect();
+                self.process_batch(batch, DeliveryKind::New).await?;
+                continue;
+            }
             for entry in entries {
                 if stopping(shutdown) {
                     // The rest stay pending and are drained at the next start.
@@ -606,6 +636,21 @@ impl Consumer {
             // The page is exactly this consumer's pending entries in `first..=last`, so a
             // range query of the same size returns all their (just incremented) counts.
             let counts = self.delivery_counts(first.id, last.id, page.len()).await?;
+            if self.handler.handles_batches() {
+                cursor = last.id;
+                let batch = page
+                    .into_iter()
+                    .map(|e| {
+                        let n = counts.get(&e.id).copied().unwrap_or(1);
+                        (e, n)
+                    })
+                    .collect();
+                self.process_batch(batch, DeliveryKind::Pending).await?;
+                if stopping(shutdown) {
+                    return Err(Stop::Shutdown);
+                }
+                continue;
+            }
             for entry in page {
                 cursor = entry.id;
                 let deliveries = counts.get(&entry.id).copied().unwrap_or(1);
@@ -686,6 +731,26 @@ impl Consumer {
                 let counts = self
                     .delivery_counts(first.id, last.id, c.batch.saturating_mul(10))
                     .await?;
+                if self.handler.handles_batches() {
+                    // Absent: claimed away or acknowledged since; it is not ours to handle.
+                    let batch: Vec<(StreamEntry, u64)> = claim
+                        .entries
+                        .into_iter()
+                        .filter_map(|e| counts.get(&e.id).copied().map(|n| (e, n)))
+                        .collect();
+                    for _ in &batch {
+                        ConsumerHealth::bump(&self.health.inner.claimed);
+                    }
+                    self.process_batch(batch, DeliveryKind::Claimed).await?;
+                    if stopping(shutdown) {
+                        return Err(Stop::Shutdown);
+                    }
+                    if claim.next.is_min() {
+                        break;
+                    }
+                    cursor = claim.next;
+                    continue;
+                }
                 for entry in claim.entries {
                     // Absent: claimed away or acknowledged since; it is not ours to handle.
                     let Some(&deliveries) = counts.get(&entry.id) else {
@@ -756,6 +821,122 @@ impl Consumer {
                 };
                 self.dead_letter_then_ack(&entry, deliveries, &reason).await
             }
+        }
+    }
+
+    /// Hand a batch to [`Handler::handle_batch`] and carry out the outcomes: dead letters
+    /// first (each acknowledged only once written), then one `XACK` for everything handled.
+    async fn process_batch(
+        &self,
+        entries: Vec<(StreamEntry, u64)>,
+        kind: DeliveryKind,
+    ) -> Result<(), StreamError> {
+        let c = &self.config;
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for (entry, count) in entries {
+            if entry.is_deleted() {
+                self.dead_letter_then_ack(&entry, count, REASON_DELETED_WHILE_PENDING)
+                    .await?;
+                continue;
+            }
+            deliveries.push(Delivery {
+                stream: c.stream.clone(),
+                id: entry.id,
+                fields: entry.fields,
+                deliveries: count,
+                kind,
+            });
+        }
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        for _ in &deliveries {
+            ConsumerHealth::bump(&self.health.inner.handled);
+        }
+        let n = deliveries.len();
+        let outcomes = match tokio::time::timeout(
+            c.handler_timeout,
+            self.handler.handle_batch(&deliveries),
+        )
+        .await
+        {
+            Ok(outcomes) if outcomes.len() == n => outcomes,
+            Ok(outcomes) => {
+                tracing::error!(stream = %c.stream, expected = n, got = outcomes.len(),
+                        "batch handler returned the wrong number of outcomes; the entries stay pending");
+                vec![Outcome::Retry; n]
+            }
+            Err(_) => {
+                tracing::warn!(stream = %c.stream, entries = n, timeout = ?c.handler_timeout,
+                        "batch handler timed out; the entries stay pending");
+                vec![Outcome::Retry; n]
+            }
+        };
+        let mut to_ack = Vec::with_capacity(n);
+        let mut handled_acks = 0u64;
+        let mut failure: Option<StreamError> = None;
+        for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Ack => {
+                    to_ack.push(delivery.id);
+                    handled_acks += 1;
+                }
+                Outcome::Retry => ConsumerHealth::bump(&self.health.inner.retried),
+                Outcome::DeadLetter { reason } => {
+                    if failure.is_some() {
+                        // The dead-letter stream just failed transiently: leave the rest
+                        // pending rather than hammer it.
+                        continue;
+                    }
+                    let entry = StreamEntry {
+                        id: delivery.id,
+                        fields: delivery.fields,
+                    };
+                    match self
+                        .write_dead_letter(&entry, delivery.deliveries, &reason)
+                        .await
+                    {
+                        // INVARIANT: acknowledged only after the dead letter was written.
+                        Ok(_) => to_ack.push(entry.id),
+                        Err(e) => {
+                            ConsumerHealth::bump(&self.health.inner.dead_letter_failures);
+                            tracing::warn!(stream = %c.stream, id = %entry.id,
+                                dead_letter_stream = %c.dead_letter_stream, error = %e,
+                                "dead-letter write failed; the entry stays pending");
+                            if e.is_retryable() {
+                                failure = Some(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !to_ack.is_empty() {
+            let acked = self
+                .bounded(
+                    c.op_timeout,
+                    "XACK",
+                    self.streams.ack(&c.stream, &c.group, &to_ack),
+                )
+                .await?;
+            let stale = (to_ack.len() as u64).saturating_sub(acked);
+            if stale > 0 {
+                self.health
+                    .inner
+                    .stale_acks
+                    .fetch_add(stale, Ordering::Relaxed);
+                tracing::warn!(stream = %c.stream, group = %c.group, stale,
+                    "acknowledged entries that were no longer pending (claimed and acknowledged \
+                     elsewhere?): claim_idle may be shorter than the handler time");
+            }
+            self.health
+                .inner
+                .acked
+                .fetch_add(handled_acks, Ordering::Relaxed);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
