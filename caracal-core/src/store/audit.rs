@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreResult;
-use crate::audit::{AuditEvent, AuditHmacKey, ChainCheckpoint, ChainHead, LedgerRow};
+use crate::audit::{AuditEvent, AuditHmacKey, ChainCheckpoint, ChainHead, LedgerRow, content_hash};
+use crate::store::StoreError;
 
 /// An event on its way into the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,4 +123,44 @@ pub trait AuditLedger: Send + Sync {
     async fn put_checkpoint(&self, checkpoint: &ChainCheckpoint) -> StoreResult<()>;
     /// The zone's newest checkpoint.
     async fn latest_checkpoint(&self, zone_id: &str) -> StoreResult<Option<ChainCheckpoint>>;
+}
+
+/// An event checked and converted to its stored form, ready to link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedEvent {
+    /// The event in stored form ([`AuditEvent::into_stored`]).
+    pub stored: AuditEvent,
+    /// Its content hash.
+    pub content_sha256: String,
+    /// The producer's `sig`.
+    pub ingest_signature: Option<String>,
+}
+
+/// Check that every event belongs to `zone_id` and convert each to its stored form with its
+/// content hash, before a ledger takes its zone lock: the one validation rule every
+/// [`AuditLedger::append`] applies, so an invalid event writes nothing of its batch.
+pub fn prepare_batch(zone_id: &str, events: &[IncomingEvent]) -> StoreResult<Vec<PreparedEvent>> {
+    events
+        .iter()
+        .map(|incoming| {
+            if incoming.event.zone_id != zone_id {
+                return Err(StoreError::Invalid(format!(
+                    "event {} belongs to another zone",
+                    incoming.event.id
+                )));
+            }
+            let stored = incoming
+                .event
+                .clone()
+                .into_stored()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let content_sha256 =
+                content_hash(&stored).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            Ok(PreparedEvent {
+                stored,
+                content_sha256,
+                ingest_signature: incoming.ingest_signature.clone(),
+            })
+        })
+        .collect()
 }

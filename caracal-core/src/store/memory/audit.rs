@@ -6,11 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{MemoryStore, lock};
-use crate::audit::{
-    AuditHmacKey, ChainCheckpoint, ChainHead, LedgerRow, ReplayVerdict, content_hash,
-};
+use crate::audit::{AuditHmacKey, ChainCheckpoint, ChainHead, LedgerRow, ReplayVerdict};
 use crate::store::audit::{
     ALERT_CONTENT_MISMATCH, AppendOutcome, AuditLedger, AuditQuery, IncomingEvent, IngestAlert,
+    PreparedEvent, prepare_batch,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -35,24 +34,7 @@ impl AuditLedger for MemoryStore {
         events: &[IncomingEvent],
         key: Option<&AuditHmacKey>,
     ) -> StoreResult<Vec<AppendOutcome>> {
-        // Validate and canonicalise everything before taking the lock, so an invalid event
-        // leaves the ledger untouched.
-        let mut prepared = Vec::with_capacity(events.len());
-        for incoming in events {
-            if incoming.event.zone_id != zone_id {
-                return Err(StoreError::Invalid(format!(
-                    "event {} belongs to another zone",
-                    incoming.event.id
-                )));
-            }
-            let stored = incoming
-                .event
-                .clone()
-                .into_stored()
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let hash = content_hash(&stored).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            prepared.push((stored, hash, incoming.ingest_signature.clone()));
-        }
+        let prepared = prepare_batch(zone_id, events)?;
 
         let now = self.inner.clock.now();
         // INVARIANT: one lock serialises every append, so a zone's head cannot move between
@@ -64,7 +46,12 @@ impl AuditLedger for MemoryStore {
             .get(zone_id)
             .and_then(|rows| rows.last())
             .map(LedgerRow::head);
-        for (stored, incoming_hash, sig) in prepared {
+        for PreparedEvent {
+            stored,
+            content_sha256: incoming_hash,
+            ingest_signature: sig,
+        } in prepared
+        {
             let pk = (stored.id.clone(), stored.occurred_at);
             if let Some((zone, idx)) = t.by_key.get(&pk) {
                 let existing = t

@@ -18,10 +18,10 @@ use super::conn::Tx;
 use super::rows::{all, col};
 use crate::audit::{
     AuditEvent, AuditHmacKey, ChainCheckpoint, ChainHead, JsonText, LedgerRow, ReplayVerdict,
-    content_hash,
 };
 use crate::store::audit::{
     ALERT_CONTENT_MISMATCH, AppendOutcome, AuditLedger, AuditQuery, IncomingEvent, IngestAlert,
+    PreparedEvent, prepare_batch,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -137,24 +137,7 @@ impl AuditLedger for PgStore {
         events: &[IncomingEvent],
         key: Option<&AuditHmacKey>,
     ) -> StoreResult<Vec<AppendOutcome>> {
-        // Validate and canonicalise before touching the database: an invalid event writes
-        // nothing of its batch.
-        let mut prepared = Vec::with_capacity(events.len());
-        for incoming in events {
-            if incoming.event.zone_id != zone_id {
-                return Err(StoreError::Invalid(format!(
-                    "event {} belongs to another zone",
-                    incoming.event.id
-                )));
-            }
-            let stored = incoming
-                .event
-                .clone()
-                .into_stored()
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let hash = content_hash(&stored).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            prepared.push((stored, hash, incoming.ingest_signature.clone()));
-        }
+        let prepared = prepare_batch(zone_id, events)?;
         self.bounded("audit_append", async {
             let mut tx = Tx::begin(self.conn().await?).await?;
             // INVARIANT: every append to this zone serialises on this lock until commit, so
@@ -177,7 +160,12 @@ impl AuditLedger for PgStore {
                 })
                 .transpose()?;
             let mut outcomes = Vec::with_capacity(prepared.len());
-            for (stored, incoming_hash, sig) in prepared {
+            for PreparedEvent {
+                stored,
+                content_sha256: incoming_hash,
+                ingest_signature: sig,
+            } in prepared
+            {
                 let row = LedgerRow::append(stored, head.as_ref(), key, sig, now)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 if insert_row(&mut tx, &row).await? == 1 {
