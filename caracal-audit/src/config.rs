@@ -7,6 +7,9 @@ use caracal_core::audit::ingest::{DEFAULT_MAX_DELIVERIES, IngestConfig};
 use caracal_service::config::{Secret, parse_hex_key};
 use caracal_service::{ConfigError, Env, Mode};
 
+use crate::retention::RetentionSettings;
+use caracal_core::backend::postgres::store::DEFAULT_RETENTION_DAYS;
+
 /// The reference's port.
 pub const DEFAULT_PORT: u16 = 9090;
 /// The consumer name when `HOSTNAME` is unset.
@@ -44,6 +47,9 @@ pub struct AuditConfig {
     pub ready_pel_oldest_secs_max: u64,
     /// `AUDIT_POLL_SECS` (30): how often the DLQ size, lag and oldest pending age are read.
     pub poll_interval: Duration,
+    /// `AUDIT_RETENTION_DAYS` (365, the ceiling of the console's value) and
+    /// `AUDIT_RETENTION_INTERVAL_SECS` (21600): the leader-only partition retention.
+    pub retention: RetentionSettings,
 }
 
 impl AuditConfig {
@@ -64,6 +70,7 @@ impl AuditConfig {
             ready_lag_max: 0,
             ready_pel_oldest_secs_max: 0,
             poll_interval: Duration::from_secs(30),
+            retention: RetentionSettings::default(),
         }
     }
 
@@ -103,6 +110,13 @@ impl AuditConfig {
             ready_lag_max: env.parse_or("AUDIT_READY_LAG_MAX", 0)?,
             ready_pel_oldest_secs_max: env.parse_or("AUDIT_READY_PEL_OLDEST_SECS_MAX", 0)?,
             poll_interval: Duration::from_secs(env.parse_or("AUDIT_POLL_SECS", 30)?),
+            retention: RetentionSettings {
+                retention_days: env.parse_or("AUDIT_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)?,
+                interval: Duration::from_secs(
+                    env.parse_or("AUDIT_RETENTION_INTERVAL_SECS", 6 * 60 * 60)?,
+                ),
+                ..RetentionSettings::default()
+            },
         };
         config.check()?;
         Ok(config)
@@ -133,6 +147,18 @@ impl AuditConfig {
         if self.poll_interval.is_zero() || self.ingest.checkpoint_interval.is_zero() {
             return Err(ConfigError::invalid(
                 "AUDIT_POLL_SECS / AUDIT_CHECKPOINT_SECS",
+                "must be positive",
+            ));
+        }
+        if self.retention.retention_days == 0 {
+            return Err(ConfigError::invalid(
+                "AUDIT_RETENTION_DAYS",
+                "must be at least 1",
+            ));
+        }
+        if self.retention.interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "AUDIT_RETENTION_INTERVAL_SECS",
                 "must be positive",
             ));
         }

@@ -13,6 +13,7 @@
 //! - [`config`]: settings from the environment (reference §2.11).
 //! - [`backends`]: Redis or in-memory streams, Postgres or in-memory ledger, readiness pings.
 //! - [`routes`]: the HTTP surface (reference §2.12), as a router over [`AuditService`].
+//! - [`retention`]: the leader-only partition retention worker (reference §2.8, §2.9).
 //! - this module: [`AuditService`] (state, workers) and [`serve`].
 //!
 //! Embedding (`caracal up`): build [`AuditService::new`] on in-memory backends, spawn its
@@ -20,6 +21,7 @@
 
 pub mod backends;
 pub mod config;
+pub mod retention;
 pub mod routes;
 
 use std::future::Future;
@@ -168,8 +170,9 @@ impl AuditService {
         &self.gauges
     }
 
-    /// Start the consumer, the gauge poller and the checkpoint ticker. The consumer runs
-    /// once: a second call starts only the poller and ticker.
+    /// Start the consumer, the gauge poller, the checkpoint ticker and, when the ledger is
+    /// Postgres (`DATABASE_URL` set), the retention worker. The consumer runs once: a second
+    /// call starts only the poller, ticker and retention worker.
     pub fn spawn_workers(self: &Arc<Self>) -> Workers {
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -191,6 +194,14 @@ impl AuditService {
                 }
             }
         }));
+        if let Some(url) = &self.config.database_url {
+            tasks.push(retention::spawn(
+                url.expose().to_owned(),
+                Arc::clone(&self.clock),
+                self.config.retention,
+                rx.clone(),
+            ));
+        }
         let me = Arc::clone(self);
         let mut cp_rx = rx;
         tasks.push(tokio::spawn(async move {

@@ -8,13 +8,23 @@
 //! The database URL is resolved as for `caracal migrate`; the key from `--audit-hmac-key-file`,
 //! else `AUDIT_HMAC_KEY_FILE`, else `AUDIT_HMAC_KEY` (hex, at least 32 bytes). Without a key
 //! chain HMACs and checkpoint signatures are not checked, and the output says so.
+//!
+//! `caracal audit export --zone Z [--since T] [--until T] [--out FILE|-]` writes the zone's
+//! stored rows as NDJSON, one row per line in `chain_seq` order: the event's wire fields plus
+//! `content_sha256`, `prev_content_sha256`, `chain_hmac`, `chain_seq`, `ingested_at` and
+//! `ingest_signature`, so an export can be re-verified offline. Rows are read in keyset pages
+//! of [`EXPORT_PAGE`] by `chain_seq` (memory stays constant); `--since`/`--until` filter on
+//! `occurred_at` (`[since, until)`) in the database. A file is written to `FILE.partial` and
+//! renamed into place only when complete.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use caracal_core::audit::ledger_verify::verify_ledger;
-use caracal_core::audit::{AuditHmacKey, VerifyReport};
+use caracal_core::audit::{AuditHmacKey, LedgerRow, VerifyReport};
 use caracal_core::backend::postgres::{PgStore, PgStoreOptions};
+use caracal_core::store::audit::{AuditLedger, AuditQuery};
 use clap::{Args, Subcommand};
 
 use super::CmdError;
@@ -31,6 +41,37 @@ pub struct AuditArgs {
 enum AuditAction {
     /// Verify the hash chains of the audit ledger; exits 1 naming each zone with findings.
     Verify(VerifyArgs),
+    /// Export one zone's rows as NDJSON (chain fields included), in chain order.
+    Export(ExportArgs),
+}
+
+/// Rows per page of `caracal audit export`.
+pub const EXPORT_PAGE: u32 = 1_000;
+
+/// Arguments of `caracal audit export`.
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Postgres URL [env: DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Read the URL from this file (trailing whitespace trimmed) [env: DATABASE_URL_FILE]
+    #[arg(long, value_name = "PATH", conflicts_with = "database_url")]
+    database_url_file: Option<PathBuf>,
+    /// The zone to export
+    #[arg(long, value_name = "ZONE")]
+    zone: String,
+    /// Only rows with occurred_at at or after this RFC 3339 instant
+    #[arg(long, value_name = "RFC3339")]
+    since: Option<String>,
+    /// Only rows with occurred_at before this RFC 3339 instant
+    #[arg(long, value_name = "RFC3339")]
+    until: Option<String>,
+    /// Output file, or `-` for standard output
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    out: String,
+    /// Timeout of the connection and of each query, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout_secs: u64,
 }
 
 /// Arguments of `caracal audit verify`.
@@ -93,6 +134,149 @@ pub fn resolve_key(
 pub async fn run(args: AuditArgs) -> Result<(), CmdError> {
     match args.action {
         AuditAction::Verify(v) => verify(v).await,
+        AuditAction::Export(e) => export(e).await,
+    }
+}
+
+/// Open a small store for a command and check it answers.
+async fn open_store(url: &str, timeout_secs: u64, name: &str) -> Result<PgStore, CmdError> {
+    let timeout = Duration::from_secs(timeout_secs.max(1));
+    let options = PgStoreOptions {
+        max_size: 2,
+        connection_timeout: timeout,
+        connect_timeout: timeout,
+        operation_timeout: Some(timeout),
+        application_name: name.to_owned(),
+        ..PgStoreOptions::default()
+    };
+    let connect_error = |e: caracal_core::store::StoreError| CmdError::Connect {
+        url: redact(url),
+        reason: e.to_string(),
+    };
+    let store = PgStore::open(url, options).await.map_err(connect_error)?;
+    store.ping().await.map_err(connect_error)?;
+    Ok(store)
+}
+
+/// The refusal of a flag that is not an RFC 3339 instant.
+fn bad_instant(flag: &str, text: &str) -> CmdError {
+    CmdError::Config(format!("{flag}: {text:?} is not an RFC 3339 instant"))
+}
+
+/// One export line (pure): the event's wire fields plus the chain fields.
+pub fn export_line(row: &LedgerRow) -> Result<String, CmdError> {
+    let fail = |e: serde_json::Error| CmdError::Config(format!("cannot encode a row: {e}"));
+    let mut value = serde_json::to_value(&row.event).map_err(fail)?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(CmdError::Config(
+            "an event did not encode as an object".to_owned(),
+        ));
+    };
+    object.insert("content_sha256".into(), row.content_sha256.clone().into());
+    object.insert(
+        "prev_content_sha256".into(),
+        row.prev_content_sha256.clone().into(),
+    );
+    object.insert("chain_hmac".into(), row.chain_hmac.clone().into());
+    object.insert("chain_seq".into(), row.chain_seq.into());
+    object.insert(
+        "ingested_at".into(),
+        serde_json::to_value(row.ingested_at).map_err(fail)?,
+    );
+    object.insert(
+        "ingest_signature".into(),
+        row.ingest_signature.clone().into(),
+    );
+    serde_json::to_string(&value).map_err(fail)
+}
+
+async fn export(args: ExportArgs) -> Result<(), CmdError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let (url, _) = resolve_url(
+        args.database_url.as_deref(),
+        args.database_url_file.as_deref(),
+        env,
+    )?;
+    if args.zone.is_empty() {
+        return Err(CmdError::Config("--zone must not be empty".to_owned()));
+    }
+    let mut query = AuditQuery {
+        zone_id: args.zone.clone(),
+        // The instants decode through serde into the query's own timestamp type.
+        since: args
+            .since
+            .as_deref()
+            .map(|t| serde_json::from_value(t.into()).map_err(|_| bad_instant("--since", t)))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|t| serde_json::from_value(t.into()).map_err(|_| bad_instant("--until", t)))
+            .transpose()?,
+        decision: None,
+        request_id: None,
+        after_seq: 0,
+        limit: EXPORT_PAGE,
+    };
+    let store = open_store(&url, args.timeout_secs, "caracal-audit-export").await?;
+    let io = |what: String| move |e: std::io::Error| CmdError::Config(format!("{what}: {e}"));
+    let (mut out, target): (Box<dyn Write>, Option<(PathBuf, PathBuf)>) = if args.out == "-" {
+        (
+            Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            None,
+        )
+    } else {
+        let path = PathBuf::from(&args.out);
+        let mut partial = path.clone().into_os_string();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = std::fs::File::create(&partial)
+            .map_err(io(format!("cannot create {}", partial.display())))?;
+        (
+            Box::new(std::io::BufWriter::new(file)),
+            Some((partial, path)),
+        )
+    };
+    let mut written: u64 = 0;
+    let result: Result<(), CmdError> = async {
+        loop {
+            let page = store
+                .search_audit(&query)
+                .await
+                .map_err(|e| CmdError::Config(format!("reading the ledger failed: {e}")))?;
+            for row in &page {
+                let line = export_line(row)?;
+                writeln!(out, "{line}").map_err(io("writing the export".to_owned()))?;
+                written += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() >= EXPORT_PAGE as usize => {
+                    query.after_seq = last.chain_seq
+                }
+                _ => break,
+            }
+        }
+        out.flush().map_err(io("writing the export".to_owned()))
+    }
+    .await;
+    drop(out);
+    match (result, target) {
+        (Ok(()), Some((partial, path))) => {
+            std::fs::rename(&partial, &path)
+                .map_err(io(format!("cannot move the export to {}", path.display())))?;
+            eprintln!(
+                "exported {written} rows of zone {} to {}",
+                args.zone,
+                path.display()
+            );
+            Ok(())
+        }
+        (Ok(()), None) => Ok(()),
+        (Err(e), Some((partial, _))) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
     }
 }
 

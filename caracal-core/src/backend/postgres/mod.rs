@@ -10,5 +10,6 @@ pub mod migrate;
 pub mod store;
 
 pub use store::{
-    PgClock, PgConnection, PgCoordinatorTx, PgManager, PgPool, PgStore, PgStoreOptions,
+    PgClock, PgConnection, PgCoordinatorTx, PgLeaderLease, PgManager, PgPool, PgStore,
+    PgStoreOptions, RetentionReport,
 };

@@ -16,6 +16,7 @@
 //! - `coordinator.rs`: sessions, edges, epochs, receipts and the per-zone unit of work
 //!   ([`PgCoordinatorTx`]);
 //! - `ledger.rs`: the audit ledger (per-zone advisory lock, shared chain rule);
+//! - `retention.rs`: monthly ledger partitions, retention, and [`PgLeaderLease`];
 //! - `rows.rs`: panic-free row decoding; `error.rs`: the error mapping.
 //!
 //! ## Rules every statement follows
@@ -63,6 +64,7 @@ mod keys;
 mod ledger;
 mod outbox;
 mod policy;
+mod retention;
 mod rows;
 
 use std::future::Future;
@@ -75,6 +77,10 @@ use chrono::{DateTime, Utc};
 
 pub use conn::{PgConnection, PgManager};
 pub use coordinator::PgCoordinatorTx;
+pub use retention::{
+    DEFAULT_RETENTION_DAYS, EXPORT_LEASE_KEY, LEASE_PROBE_TIMEOUT, PARTITION_MONTHS_AHEAD,
+    PgLeaderLease, RETENTION_LEASE_KEY, RetentionReport, partition_month_end,
+};
 
 use crate::clock::{Clock, SharedClock};
 use crate::ids::{SharedIdGen, UuidV7};
