@@ -314,17 +314,15 @@ impl ApplicationStore for PgStore {
         id: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.bounded("archive_application", async {
-            let conn = self.conn().await?;
-            let n = conn
-                .exec(
-                    "UPDATE applications SET archived_at = $3, updated_at = $3 \
+        self.archive_row(
+            "archive_application",
+            "UPDATE applications SET archived_at = $3, updated_at = $3 \
                      WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL",
-                    &[&zone_id, &id, &at],
-                )
-                .await?;
-            changed(n, "application")
-        })
+            "application",
+            zone_id,
+            id,
+            at,
+        )
         .await
     }
 }
@@ -503,17 +501,15 @@ impl ResourceStore for PgStore {
         id: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.bounded("archive_resource", async {
-            let conn = self.conn().await?;
-            let n = conn
-                .exec(
-                    "UPDATE resources SET archived_at = $3, updated_at = $3 \
+        self.archive_row(
+            "archive_resource",
+            "UPDATE resources SET archived_at = $3, updated_at = $3 \
                      WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL",
-                    &[&zone_id, &id, &at],
-                )
-                .await?;
-            changed(n, "resource")
-        })
+            "resource",
+            zone_id,
+            id,
+            at,
+        )
         .await
     }
 }
@@ -692,17 +688,15 @@ impl ProviderStore for PgStore {
         id: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.bounded("archive_provider", async {
-            let conn = self.conn().await?;
-            let n = conn
-                .exec(
-                    "UPDATE providers SET archived_at = $3, updated_at = $3 \
+        self.archive_row(
+            "archive_provider",
+            "UPDATE providers SET archived_at = $3, updated_at = $3 \
                      WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL",
-                    &[&zone_id, &id, &at],
-                )
-                .await?;
-            changed(n, "provider")
-        })
+            "provider",
+            zone_id,
+            id,
+            at,
+        )
         .await
     }
 }

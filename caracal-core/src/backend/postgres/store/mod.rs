@@ -285,6 +285,26 @@ impl PgStore {
         bounded_by(self.operation_timeout, what, fut).await
     }
 
+    /// Soft-archive one row of a zone-scoped table: `sql` must be
+    /// `UPDATE <table> SET archived_at = $3, updated_at = $3 WHERE zone_id = $1 AND id = $2
+    /// AND archived_at IS NULL`. `NotFound` (as `entity`) when the row is missing or already
+    /// archived. The one shape behind every `archive_*` of the directory and policies.
+    pub(crate) async fn archive_row(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        entity: &'static str,
+        zone_id: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.bounded(op, async {
+            let n = self.conn().await?.exec(sql, &[&zone_id, &id, &at]).await?;
+            changed(n, entity)
+        })
+        .await
+    }
+
     pub(crate) fn operation_timeout(&self) -> Option<Duration> {
         self.operation_timeout
     }

@@ -302,17 +302,15 @@ impl PolicyStore for PgStore {
     }
 
     async fn archive_policy(&self, zone_id: &str, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        self.bounded("archive_policy", async {
-            let conn = self.conn().await?;
-            let n = conn
-                .exec(
-                    "UPDATE policies SET archived_at = $3, updated_at = $3 \
+        self.archive_row(
+            "archive_policy",
+            "UPDATE policies SET archived_at = $3, updated_at = $3 \
                      WHERE zone_id = $1 AND id = $2 AND archived_at IS NULL",
-                    &[&zone_id, &id, &at],
-                )
-                .await?;
-            changed(n, "policy")
-        })
+            "policy",
+            zone_id,
+            id,
+            at,
+        )
         .await
     }
 
