@@ -13,3 +13,11 @@
 ALTER TABLE coordinator_idempotency_receipts
     ADD COLUMN result_id     text NOT NULL DEFAULT '',
     ADD COLUMN response_text text CHECK (octet_length(response_text) <= 65536);
+
+-- * approvals.approver_session_id: the approver's authority record on a subject-plane decision
+--   (reference sts.md §1.4: "the approver's authority record id is always stored"), the
+--   forensic and revocation anchor whatever the hold's privacy mode hides of the approver.
+--   NULL for operator decisions and undecided holds.
+
+ALTER TABLE approvals
+    ADD COLUMN approver_session_id text;

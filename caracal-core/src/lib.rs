@@ -36,6 +36,7 @@ pub mod audit;
 pub mod backend;
 pub mod clock;
 pub mod error;
+pub mod exchange;
 pub mod ids;
 pub mod mandate;
 pub mod model;

@@ -31,13 +31,17 @@
 //! - [`ingest`]: the `audit-ingestor` handler (outcome table, batching per zone, checkpoints)
 //!   and DLQ replay.
 //! - [`ledger_verify`]: the verifier run over a stored ledger (CLI and endpoint).
+//! - [`sink`]: the [`AuditSink`](sink::AuditSink) seam decisions are emitted through.
+//! - [`emitter`]: the production sink (buffer, stream delivery, disk spill and replay).
 
 pub mod chain;
+pub mod emitter;
 pub mod event;
 pub mod hash;
 pub mod ingest;
 pub mod jsonb;
 pub mod ledger_verify;
+pub mod sink;
 
 pub use chain::{
     ChainCheckpoint, ChainHead, ChainLink, ChainStart, ChainVerifier, CheckpointOutcome, Finding,

@@ -13,10 +13,11 @@ use super::claims::MandateUse;
 ///
 /// Verification failures (everything from [`MandateError::TooLarge`] to
 /// [`MandateError::KeySetUnavailable`]) all render as `invalid_token` (reference `sts.md` §3.6:
-/// "any failure → treated as invalid token"); a resource-side verifier renders
-/// [`MandateError::ZoneMismatch`] as `invalid_zone` instead (see
-/// [`MandateError::verifier_code`]). The variants exist so logs and tests can tell the reasons
-/// apart; the wire never does.
+/// "any failure → treated as invalid token"), except the two checks only a resource-side
+/// verifier makes ([`MandateError::MissingScope`], [`MandateError::Revoked`], see
+/// [`MandateError::code`]); a resource-side verifier also renders
+/// [`MandateError::ZoneMismatch`] as `invalid_zone` (see [`MandateError::verifier_code`]).
+/// The variants exist so logs and tests can tell the reasons apart; the wire never does.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MandateError {
@@ -73,6 +74,18 @@ pub enum MandateError {
         /// The class the token carries.
         found: &'static str,
     },
+    /// A scope the resource requires is not in the token's `scope` (exact, space-delimited
+    /// membership; an empty required scope never matches). Rendered `insufficient_scope`
+    /// (403) by a resource-side verifier.
+    #[error("missing scope: {scope}")]
+    MissingScope {
+        /// The first required scope that is missing.
+        scope: String,
+    },
+    /// One of the token's revocation anchors (`sid`, `root_sid`, `agent_session_id`,
+    /// `delegation_edge_id`) has been revoked. Rendered `session_revoked` (401).
+    #[error("session revoked")]
+    Revoked,
     /// The zone's verification keys could not be loaded (store down, or a key row that does
     /// not decrypt or parse). Verification fails closed.
     #[error("verification keys unavailable: {0}")]
@@ -124,6 +137,8 @@ impl MandateError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoKeys => "resource_not_found",
+            Self::MissingScope { .. } => "scope_insufficient",
+            Self::Revoked => "session_revoked",
             Self::KeyMaterial { .. }
             | Self::NoUsableKeys
             | Self::Secret(_)
@@ -140,6 +155,8 @@ impl MandateError {
     pub fn verifier_code(&self) -> &'static str {
         match self {
             Self::ZoneMismatch => "invalid_zone",
+            Self::MissingScope { .. } => "insufficient_scope",
+            Self::Revoked => "session_revoked",
             _ if self.is_rejection() => "invalid_token",
             _ => self.code(),
         }
@@ -164,6 +181,8 @@ impl MandateError {
                 | Self::IssuedInFuture
                 | Self::ZoneMismatch
                 | Self::WrongUse { .. }
+                | Self::MissingScope { .. }
+                | Self::Revoked
                 | Self::KeySetUnavailable(_)
         )
     }

@@ -17,6 +17,9 @@
 //! - [`verify`](mod@verify): [`verify()`](fn@verify) against a zone's key set and a
 //!   [`VerifyPolicy`].
 //! - [`jwks`]: the JWKS document and its parser for remote verifiers.
+//! - [`remote`]: the resource-side verifier ([`remote::RemoteVerifier`]): cached JWKS with a
+//!   bounded forced refetch, required scopes, and a revocation set fed by
+//!   `caracal.sessions.revoke`.
 //! - [`error`]: [`MandateError`], one typed error for all of the above.
 //!
 //! ## Invariants
@@ -31,6 +34,7 @@ pub mod error;
 pub mod jwks;
 pub mod keys;
 pub mod lifetime;
+pub mod remote;
 pub mod sign;
 pub mod verify;
 

@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The only approval type the decision contract emits (`approval_type` on the wire).
+pub const HUMAN_APPROVAL: &str = "human_approval";
+
 /// Who may decide an approval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +88,10 @@ pub struct Approval {
     /// Who decided.
     #[serde(default)]
     pub approver_subject_id: Option<String>,
+    /// The approver's authority record, on a subject-plane decision: kept whatever the
+    /// privacy mode hides of the approver, as the forensic and revocation anchor.
+    #[serde(default)]
+    pub approver_session_id: Option<String>,
     /// Creation time.
     #[serde(with = "super::time::iso_ms")]
     pub created_at: DateTime<Utc>,
@@ -103,6 +110,50 @@ pub struct Approval {
     /// The authority record minted when consumed.
     #[serde(default)]
     pub consumed_authority_record_id: Option<String>,
+}
+
+impl ApproverClass {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApproverClass::Operator => "operator",
+            ApproverClass::Subject => "subject",
+            ApproverClass::Any => "any",
+        }
+    }
+}
+
+impl PrivacyMode {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivacyMode::Identified => "identified",
+            PrivacyMode::Pseudonymous => "pseudonymous",
+            PrivacyMode::Anonymous => "anonymous",
+        }
+    }
+
+    /// How protective the mode is: a merge of several tiers keeps the highest.
+    pub fn rank(self) -> u8 {
+        match self {
+            PrivacyMode::Identified => 0,
+            PrivacyMode::Pseudonymous => 1,
+            PrivacyMode::Anonymous => 2,
+        }
+    }
+}
+
+impl ApprovalState {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Consumed => "consumed",
+        }
+    }
 }
 
 impl Approval {

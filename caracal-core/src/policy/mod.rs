@@ -48,6 +48,20 @@ use crate::store::StoreError;
 /// The version of the decision contract implemented by [`contract`] (reference `sts.md` §4.3).
 pub const DECISION_CONTRACT_VERSION: &str = "2026-07-12";
 
+/// The decision contract's identity: lowercase hex SHA-256 of the source of [`contract`].
+///
+/// The reference hashes its embedded Rego; here the contract is compiled Rust, so its source
+/// is what identifies it. Approval bindings include it, so any change to the contract's code
+/// invalidates outstanding approvals (conservative: an edit that changes no decision does so
+/// too). Also reported by `/metrics.json` as `decision_contract_sha256`.
+pub fn decision_contract_sha256() -> &'static str {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(include_bytes!("contract.rs")))
+    })
+}
+
 /// Bounds on documents and inputs. Exceeding one is [`PolicyError::LimitExceeded`].
 ///
 /// They are far above any real zone (the bench zone has 100 applications and 1,000 grants) and

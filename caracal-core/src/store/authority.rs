@@ -31,6 +31,23 @@ pub trait AuthorityStore: Send + Sync {
         reason: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Revoke the record `id` and every descendant reachable through `parent_id` within the
+    /// zone (the `caracal.sessions.revoke` cascade, reference `sts.md` §6.1), in one
+    /// transaction serialised with other delegation-graph writes of the zone.
+    ///
+    /// Every record of the tree that is not already `revoked` (active or expired) becomes
+    /// `revoked`; `revoked_at` and `revoked_reason` keep an earlier value when one is set
+    /// (`COALESCE(existing, at)`, `COALESCE(existing, reason)`). Idempotent: a second call
+    /// changes nothing. Returns the ids whose status changed, sorted; empty when `id` is not
+    /// in the zone. A descendant in another zone is never followed (zones never share
+    /// lineage).
+    async fn revoke_authority_tree(
+        &self,
+        zone_id: &str,
+        id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>>;
     /// Revoke every active record of a subject (the kill switch); returns the ids revoked.
     async fn revoke_subject(
         &self,

@@ -37,6 +37,10 @@ pub trait ApplicationStore: Send + Sync {
     async fn insert_application(&self, app: &Application) -> StoreResult<()>;
     /// An application by id in a zone, archived or not.
     async fn get_application(&self, zone_id: &str, id: &str) -> StoreResult<Option<Application>>;
+    /// An application by id in whatever zone holds it. Only for the STS's wrong-zone answer
+    /// (`zone_invalid`), which it gives solely to a caller that proved the secret; every
+    /// other read is zone-scoped.
+    async fn find_application(&self, id: &str) -> StoreResult<Option<Application>>;
     /// Applications of a zone, newest first.
     async fn list_applications(
         &self,

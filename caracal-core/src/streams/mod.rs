@@ -16,6 +16,7 @@
 //! - [`consumer`]: the consumer-group loop every service consumer runs (pending-list drain,
 //!   idle-claim reaper, ack only after durable handling, dead letters, health);
 //! - [`provision`]: create and verify the nine streams and their groups.
+//! - [`relay`]: the outbox relay that publishes committed outbox rows, signed.
 //!
 //! The Redis backend (feature `redis`) implements the same trait; one contract suite
 //! (`tests/contract/streams.rs`) runs against both.
@@ -47,6 +48,7 @@ mod id;
 mod memory;
 pub mod names;
 pub mod provision;
+pub mod relay;
 pub mod signature;
 
 use std::time::Duration;

@@ -474,6 +474,7 @@ fn approval_row(f: &Fixture, principal: &str, binding: &str, t: DateTime<Utc>) -
         metadata_json: serde_json::Map::new(),
         decision_reason: None,
         approver_subject_id: None,
+        approver_session_id: None,
         created_at: t,
         expires_at: t + secs(1800),
         satisfied_at: None,
@@ -2730,6 +2731,7 @@ fn decision(approve: bool, who: &str) -> ApprovalDecision {
         approve,
         reason: Some(format!("decided by {who}")),
         approver_subject_id: who.to_owned(),
+        approver_session_id: None,
     }
 }
 
@@ -4045,3 +4047,451 @@ where
         run_ephemeral_case(name, &make()).await;
     }
 }
+
+// =============================================================================================
+// BEGIN authority-tree cases (`AuthorityStore::revoke_authority_tree`, the
+// `caracal.sessions.revoke` cascade). Self-contained: register each case in the runners
+// (`tests/store_memory.rs`, `tests/store_postgres.rs`) by name.
+// =============================================================================================
+
+/// The names of the authority-tree cases, for runners that iterate.
+pub const AUTHORITY_TREE_CASES: &[&str] = &["authority_revoke_tree"];
+
+/// Run the authority-tree case named `name` (one of [`AUTHORITY_TREE_CASES`]).
+pub async fn run_authority_tree_case<S: Stores>(name: &str, ctx: &Ctx<S>) {
+    match name {
+        "authority_revoke_tree" => authority_revoke_tree(ctx).await,
+        other => panic!("no authority-tree case named {other}"),
+    }
+}
+
+/// Revoking a record cascades to every `parent_id` descendant (three levels), keeps an earlier
+/// revocation's time and reason, leaves the parent, an unrelated sibling tree and a record of
+/// another zone alone, and is idempotent.
+pub async fn authority_revoke_tree<S: Stores>(ctx: &Ctx<S>) {
+    let f = fixture(ctx).await;
+    let s = &ctx.store;
+    let subject = ctx.unique("tree");
+    let t = f.t0;
+    // root (f.authority) → a → {b1, b2}; b1 → c. `sibling` hangs off root too.
+    let a = authority_row(&f.zone.id, &subject, Some(&f.authority.id), t);
+    s.insert_authority(&a).await.unwrap();
+    let b1 = authority_row(&f.zone.id, &subject, Some(&a.id), t);
+    s.insert_authority(&b1).await.unwrap();
+    let b2 = authority_row(&f.zone.id, &subject, Some(&a.id), t);
+    s.insert_authority(&b2).await.unwrap();
+    let c = authority_row(&f.zone.id, &subject, Some(&b1.id), t);
+    s.insert_authority(&c).await.unwrap();
+    let sibling = authority_row(&f.zone.id, &subject, Some(&f.authority.id), t);
+    s.insert_authority(&sibling).await.unwrap();
+    // b2 was revoked earlier: it keeps its time and reason and is not reported as changed.
+    let earlier = t + secs(1);
+    assert!(
+        s.revoke_authority(&f.zone.id, &b2.id, "earlier", earlier)
+            .await
+            .unwrap()
+    );
+    // Another zone with the same shape of ids is untouched.
+    let other = new_zone(ctx, t).await;
+    let elsewhere = authority_row(&other.id, &subject, None, t);
+    s.insert_authority(&elsewhere).await.unwrap();
+
+    let at = t + secs(10);
+    let changed = s
+        .revoke_authority_tree(&f.zone.id, &a.id, "session_revoked", at)
+        .await
+        .unwrap();
+    let mut expected = vec![a.id.clone(), b1.id.clone(), c.id.clone()];
+    expected.sort();
+    assert_eq!(changed, expected);
+    for id in &expected {
+        let r = s.get_authority(&f.zone.id, id).await.unwrap().unwrap();
+        assert_eq!(r.status, AuthorityStatus::Revoked, "{id}");
+        assert_eq!(r.revoked_at, Some(at));
+        assert_eq!(r.revoked_reason.as_deref(), Some("session_revoked"));
+    }
+    let kept = s.get_authority(&f.zone.id, &b2.id).await.unwrap().unwrap();
+    assert_eq!(kept.status, AuthorityStatus::Revoked);
+    assert_eq!(kept.revoked_at, Some(earlier));
+    assert_eq!(kept.revoked_reason.as_deref(), Some("earlier"));
+    for (zone, id) in [
+        (&f.zone.id, &f.authority.id),
+        (&f.zone.id, &sibling.id),
+        (&other.id, &elsewhere.id),
+    ] {
+        let r = s.get_authority(zone, id).await.unwrap().unwrap();
+        assert_eq!(r.status, AuthorityStatus::Active, "{id}");
+    }
+
+    // Idempotent: nothing changes the second time, not even time or reason.
+    let before = s.get_authority(&f.zone.id, &c.id).await.unwrap().unwrap();
+    assert!(
+        s.revoke_authority_tree(&f.zone.id, &a.id, "again", at + secs(5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.get_authority(&f.zone.id, &c.id).await.unwrap(),
+        Some(before)
+    );
+    // A record of another zone, or an unknown id, revokes nothing.
+    assert!(
+        s.revoke_authority_tree(&other.id, &f.authority.id, "x", at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.revoke_authority_tree(&f.zone.id, &new_id(), "x", at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.get_authority(&f.zone.id, &f.authority.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AuthorityStatus::Active
+    );
+    // Revoking the root now takes the remaining live records of the tree: root and sibling.
+    let mut rest = vec![f.authority.id.clone(), sibling.id.clone()];
+    rest.sort();
+    assert_eq!(
+        s.revoke_authority_tree(&f.zone.id, &f.authority.id, "root", at)
+            .await
+            .unwrap(),
+        rest
+    );
+}
+
+// =============================================================================================
+// END authority-tree cases
+// =============================================================================================
+
+// ---------------------------------------------------------------------------------------------
+// BEGIN approval holds in the STS core (issue/converge, consume-into, capability lookup).
+// Self-contained: uses only the shared fixture helpers above. Registered in the runners'
+// `cases!` lists (tests/store_memory.rs, tests/store_postgres.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// `issue_approval`: idempotent on the live key; an expired unconsumed hold is replaced, a
+/// rejected or approved one that has not expired is returned; ids stay unique.
+pub async fn approval_issue_converges<S: Stores>(ctx: &Ctx<S>) {
+    let f = fixture(ctx).await;
+    let s = &ctx.store;
+    let t = f.t0;
+    let principal = ctx.unique("principal");
+    let binding = binding();
+
+    let first = approval_row(&f, &principal, &binding, t);
+    let issued = s.issue_approval(&first, t).await.unwrap();
+    assert!(issued.created);
+    assert_eq!(issued.approval, first);
+    // Same key, new id: converges on the live hold.
+    let again = s
+        .issue_approval(&approval_row(&f, &principal, &binding, t), t + secs(1))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.approval, first);
+    // A taken id under another key is a conflict.
+    let mut same_id = approval_row(&f, &principal, &self::binding(), t);
+    same_id.id = first.id.clone();
+    assert_conflict(s.issue_approval(&same_id, t).await, "approval_id");
+
+    // Rejected and unexpired: still authoritative.
+    applied(
+        s.decide_approval(
+            &f.zone.id,
+            &first.id,
+            &decision(false, "admin:no"),
+            t + secs(2),
+        )
+        .await
+        .unwrap(),
+    );
+    let rejected = s
+        .issue_approval(&approval_row(&f, &principal, &binding, t), t + secs(3))
+        .await
+        .unwrap();
+    assert!(!rejected.created);
+    assert_eq!(rejected.approval.id, first.id);
+    assert_eq!(
+        rejected.approval.state(t + secs(3)),
+        ApprovalState::Rejected
+    );
+
+    // Expired (at expires_at exactly): dropped and replaced by a fresh hold.
+    let at = first.expires_at;
+    let fresh = approval_row(&f, &principal, &binding, at);
+    let replaced = s.issue_approval(&fresh, at).await.unwrap();
+    assert!(replaced.created);
+    assert_eq!(replaced.approval, fresh);
+    assert_eq!(s.get_approval(&f.zone.id, &first.id).await.unwrap(), None);
+    assert_eq!(
+        s.find_live_approval(&f.zone.id, &principal, &f.authority.id, &binding)
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(fresh.id.clone())
+    );
+
+    // A consumed hold frees the key: the next issue creates.
+    applied(
+        s.decide_approval(
+            &f.zone.id,
+            &fresh.id,
+            &decision(true, "admin:a"),
+            at + secs(1),
+        )
+        .await
+        .unwrap(),
+    );
+    let minted = authority_row(&f.zone.id, &principal, Some(&f.authority.id), at);
+    applied(
+        s.consume_into(&f.zone.id, &fresh.id, &minted, at + secs(2))
+            .await
+            .unwrap(),
+    );
+    let after = approval_row(&f, &principal, &binding, at + secs(3));
+    assert!(
+        s.issue_approval(&after, at + secs(3))
+            .await
+            .unwrap()
+            .created
+    );
+    // The consumed hold is not swept by issuance.
+    assert!(
+        s.get_approval(&f.zone.id, &fresh.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Concurrent issuers of one key: one row between them, every caller sees it, one created.
+pub async fn approval_issue_race<S: Stores>(ctx: &Ctx<S>) {
+    let f = fixture(ctx).await;
+    let principal = ctx.unique("principal");
+    let binding = binding();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = ctx.store.clone();
+        let hold = approval_row(&f, &principal, &binding, f.t0);
+        let now = f.t0 + secs(1);
+        tasks.push(tokio::spawn(async move {
+            store.issue_approval(&hold, now).await.unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for h in tasks {
+        let issued = join("issue", h).await;
+        created += usize::from(issued.created);
+        ids.insert(issued.approval.id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+}
+
+/// `consume_into`: consumes and inserts the record together, or neither.
+pub async fn approval_consume_into_atomic<S: Stores>(ctx: &Ctx<S>) {
+    let f = fixture(ctx).await;
+    let s = &ctx.store;
+    let other = new_zone(ctx, f.t0).await;
+    let t = f.t0;
+    let record = |what: &str| authority_row(&f.zone.id, &ctx.unique(what), None, t);
+
+    // Pending: refused, no record.
+    let h = approval_row(&f, &ctx.unique("p"), &binding(), t);
+    s.insert_approval(&h).await.unwrap();
+    let r = record("pending");
+    assert_eq!(
+        s.consume_into(&f.zone.id, &h.id, &r, t).await.unwrap(),
+        ApprovalUpdate::NotAllowed(ApprovalState::Pending)
+    );
+    assert_eq!(s.get_authority(&f.zone.id, &r.id).await.unwrap(), None);
+
+    // Approved: consumed into the record.
+    let mut d = decision(true, "subject:alice");
+    d.approver_session_id = Some(f.authority.id.clone());
+    let decided = applied(s.decide_approval(&f.zone.id, &h.id, &d, t).await.unwrap());
+    assert_eq!(decided.approver_session_id, Some(f.authority.id.clone()));
+    // Wrong zone, unknown hold, a record of another zone.
+    assert_not_found(
+        s.consume_into(&other.id, &h.id, &authority_row(&other.id, "x", None, t), t)
+            .await,
+    );
+    assert_not_found(
+        s.consume_into(&f.zone.id, &new_id(), &record("unknown"), t)
+            .await,
+    );
+    match s
+        .consume_into(
+            &f.zone.id,
+            &h.id,
+            &authority_row(&other.id, "x", None, t),
+            t,
+        )
+        .await
+    {
+        Err(StoreError::Invalid(_)) => {}
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // A taken record id: conflict, and the hold stays approved.
+    assert_conflict(
+        s.consume_into(&f.zone.id, &h.id, &f.authority, t + secs(1))
+            .await,
+        "authority_record_id",
+    );
+    assert_eq!(
+        s.get_approval(&f.zone.id, &h.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state(t + secs(1)),
+        ApprovalState::Approved
+    );
+    let r = record("winner");
+    let consumed = applied(
+        s.consume_into(&f.zone.id, &h.id, &r, t + secs(2))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(consumed.consumed_at, Some(t + secs(2)));
+    assert_eq!(consumed.consumed_authority_record_id, Some(r.id.clone()));
+    assert_eq!(consumed.approver_session_id, Some(f.authority.id.clone()));
+    assert_eq!(s.get_authority(&f.zone.id, &r.id).await.unwrap(), Some(r));
+    // Twice: refused, no record.
+    let late = record("late");
+    assert_eq!(
+        s.consume_into(&f.zone.id, &h.id, &late, t + secs(3))
+            .await
+            .unwrap(),
+        ApprovalUpdate::NotAllowed(ApprovalState::Consumed)
+    );
+    assert_eq!(s.get_authority(&f.zone.id, &late.id).await.unwrap(), None);
+
+    // The hold's own authority record revoked: refused, no record, hold unconsumed.
+    let requester = authority_row(&f.zone.id, &ctx.unique("requester"), None, t);
+    s.insert_authority(&requester).await.unwrap();
+    let mut h2 = approval_row(&f, &ctx.unique("p"), &binding(), t);
+    h2.session_id = requester.id.clone();
+    s.insert_approval(&h2).await.unwrap();
+    applied(
+        s.decide_approval(&f.zone.id, &h2.id, &decision(true, "admin:a"), t)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        s.revoke_authority(&f.zone.id, &requester.id, "gone", t)
+            .await
+            .unwrap()
+    );
+    let r2 = record("orphan");
+    assert_eq!(
+        s.consume_into(&f.zone.id, &h2.id, &r2, t + secs(1))
+            .await
+            .unwrap(),
+        ApprovalUpdate::NotAllowed(ApprovalState::Approved)
+    );
+    assert_eq!(s.get_authority(&f.zone.id, &r2.id).await.unwrap(), None);
+
+    // A hold with no authority record ('') consumes; an expired one does not.
+    let mut h3 = approval_row(&f, &ctx.unique("p"), &binding(), t);
+    h3.session_id = String::new();
+    s.insert_approval(&h3).await.unwrap();
+    applied(
+        s.decide_approval(&f.zone.id, &h3.id, &decision(true, "admin:a"), t)
+            .await
+            .unwrap(),
+    );
+    let r3 = record("expired");
+    assert_eq!(
+        s.consume_into(&f.zone.id, &h3.id, &r3, h3.expires_at)
+            .await
+            .unwrap(),
+        ApprovalUpdate::NotAllowed(ApprovalState::Expired)
+    );
+    assert_eq!(s.get_authority(&f.zone.id, &r3.id).await.unwrap(), None);
+    applied(
+        s.consume_into(&f.zone.id, &h3.id, &r3, t + secs(1))
+            .await
+            .unwrap(),
+    );
+}
+
+/// Concurrent `consume_into` on one approved hold: one wins, only its record exists.
+pub async fn approval_consume_into_race<S: Stores>(ctx: &Ctx<S>) {
+    let f = fixture(ctx).await;
+    let hold = approval_row(&f, &ctx.unique("p"), &binding(), f.t0);
+    ctx.store.insert_approval(&hold).await.unwrap();
+    ctx.store
+        .decide_approval(&f.zone.id, &hold.id, &decision(true, "admin:a"), f.t0)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let r = authority_row(&f.zone.id, &ctx.unique("consumer"), None, f.t0);
+        let (store, zone, id) = (ctx.store.clone(), f.zone.id.clone(), hold.id.clone());
+        let now = f.t0 + secs(1);
+        tasks.push(tokio::spawn(async move {
+            (store.consume_into(&zone, &id, &r, now).await.unwrap(), r.id)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for h in tasks {
+        match join("consume_into", h).await {
+            (ApprovalUpdate::Applied(_), ar) => winners.push(ar),
+            (ApprovalUpdate::NotAllowed(state), ar) => {
+                assert_eq!(state, ApprovalState::Consumed);
+                losers.push(ar);
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one consumer wins");
+    let stored = ctx
+        .store
+        .get_approval(&f.zone.id, &hold.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.consumed_authority_record_id.as_ref(),
+        Some(&winners[0])
+    );
+    assert!(
+        ctx.store
+            .get_authority(&f.zone.id, &winners[0])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for ar in losers {
+        assert_eq!(
+            ctx.store.get_authority(&f.zone.id, &ar).await.unwrap(),
+            None
+        );
+    }
+}
+
+/// `get_approval_any_zone`: the capability lookup finds a hold by id alone.
+pub async fn approval_any_zone_lookup<S: Stores>(ctx: &Ctx<S>) {
+    let f = fixture(ctx).await;
+    let hold = approval_row(&f, &ctx.unique("p"), &binding(), f.t0);
+    ctx.store.insert_approval(&hold).await.unwrap();
+    assert_eq!(
+        ctx.store.get_approval_any_zone(&hold.id).await.unwrap(),
+        Some(hold)
+    );
+    assert_eq!(
+        ctx.store.get_approval_any_zone(&new_id()).await.unwrap(),
+        None
+    );
+}
+
+// END approval holds in the STS core.

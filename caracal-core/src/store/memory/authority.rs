@@ -1,6 +1,6 @@
 //! Authority records and their lineage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,6 +18,27 @@ pub(super) struct Tables {
     by_subject: HashMap<(String, String), Vec<String>>,
 }
 
+impl Tables {
+    /// Insert a record (unique id), keeping the subject index. Shared with the approval
+    /// tables' consume-and-insert, which holds this lock first (the module's lock order).
+    pub(super) fn insert(&mut self, record: &AuthorityRecord) -> StoreResult<()> {
+        if self.records.contains_key(&record.id) {
+            return Err(StoreError::conflict("authority_record_id"));
+        }
+        self.records.insert(record.id.clone(), record.clone());
+        self.by_subject
+            .entry((record.zone_id.clone(), record.subject_id.clone()))
+            .or_default()
+            .push(record.id.clone());
+        Ok(())
+    }
+
+    /// A record by id in a zone.
+    pub(super) fn get(&self, zone_id: &str, id: &str) -> Option<&AuthorityRecord> {
+        self.records.get(id).filter(|r| r.zone_id == zone_id)
+    }
+}
+
 /// Revoke `record` if it is active; returns whether it changed.
 fn revoke(record: &mut AuthorityRecord, reason: &str, at: DateTime<Utc>) -> bool {
     if record.status != AuthorityStatus::Active {
@@ -32,16 +53,7 @@ fn revoke(record: &mut AuthorityRecord, reason: &str, at: DateTime<Utc>) -> bool
 #[async_trait]
 impl AuthorityStore for MemoryStore {
     async fn insert_authority(&self, record: &AuthorityRecord) -> StoreResult<()> {
-        let mut t = lock(&self.inner.authority);
-        if t.records.contains_key(&record.id) {
-            return Err(StoreError::conflict("authority_record_id"));
-        }
-        t.records.insert(record.id.clone(), record.clone());
-        t.by_subject
-            .entry((record.zone_id.clone(), record.subject_id.clone()))
-            .or_default()
-            .push(record.id.clone());
-        Ok(())
+        lock(&self.inner.authority).insert(record)
     }
 
     async fn get_authority(&self, zone_id: &str, id: &str) -> StoreResult<Option<AuthorityRecord>> {
@@ -88,6 +100,53 @@ impl AuthorityStore for MemoryStore {
             Some(r) if r.zone_id == zone_id => revoke(r, reason, at),
             _ => false,
         })
+    }
+
+    async fn revoke_authority_tree(
+        &self,
+        zone_id: &str,
+        id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        // One lock for the whole walk and update: the memory store's transaction.
+        let mut t = lock(&self.inner.authority);
+        if t.records.get(id).is_none_or(|r| r.zone_id != zone_id) {
+            return Ok(Vec::new());
+        }
+        let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+        for r in t.records.values().filter(|r| r.zone_id == zone_id) {
+            if let Some(parent) = r.parent_id.as_deref() {
+                children.entry(parent).or_default().push(r.id.as_str());
+            }
+        }
+        // INVARIANT: `seen` makes the walk visit each record once, so a corrupt cycle ends.
+        let mut seen: HashSet<String> = HashSet::from([id.to_owned()]);
+        let mut queue = vec![id];
+        while let Some(current) = queue.pop() {
+            for &child in children.get(current).map(Vec::as_slice).unwrap_or_default() {
+                if seen.insert(child.to_owned()) {
+                    queue.push(child);
+                }
+            }
+        }
+        drop(children);
+        let mut changed = Vec::new();
+        for id in seen {
+            if let Some(r) = t.records.get_mut(&id) {
+                if r.status == AuthorityStatus::Revoked {
+                    continue;
+                }
+                r.status = AuthorityStatus::Revoked;
+                r.revoked_at = Some(r.revoked_at.unwrap_or(at));
+                if r.revoked_reason.is_none() {
+                    r.revoked_reason = Some(reason.to_owned());
+                }
+                changed.push(id);
+            }
+        }
+        changed.sort();
+        Ok(changed)
     }
 
     async fn revoke_subject(

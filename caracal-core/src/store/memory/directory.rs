@@ -190,6 +190,10 @@ impl ApplicationStore for MemoryStore {
             .cloned())
     }
 
+    async fn find_application(&self, id: &str) -> StoreResult<Option<Application>> {
+        Ok(lock(&self.inner.directory).applications.get(id).cloned())
+    }
+
     async fn list_applications(
         &self,
         zone_id: &str,

@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::PgStore;
+use super::conn::Tx;
 use super::rows::{after, all, col, col_enum, col_object, enum_str, limit, page};
 use crate::model::approval::{Approval, ApprovalState};
-use crate::store::approvals::{ApprovalDecision, ApprovalStore, ApprovalUpdate};
+use crate::model::authority::AuthorityRecord;
+use crate::store::approvals::{ApprovalDecision, ApprovalStore, ApprovalUpdate, IssuedApproval};
 use crate::store::{Page, PageRequest, StoreError, StoreResult};
 
 macro_rules! approval_cols {
@@ -17,7 +19,7 @@ macro_rules! approval_cols {
         "id, zone_id, session_id, principal_id, application_id, approval_type, tier, \
          approver_class, privacy_mode, subject_anchor, binding, metadata_json, decision_reason, \
          approver_subject_id, created_at, expires_at, satisfied_at, rejected_at, consumed_at, \
-         consumed_authority_record_id"
+         consumed_authority_record_id, approver_session_id"
     };
 }
 
@@ -44,6 +46,7 @@ fn approval(row: &Row) -> StoreResult<Approval> {
         rejected_at: col(row, E, "rejected_at")?,
         consumed_at: col(row, E, "consumed_at")?,
         consumed_authority_record_id: col(row, E, "consumed_authority_record_id")?,
+        approver_session_id: col(row, E, "approver_session_id")?,
     })
 }
 
@@ -89,7 +92,7 @@ impl ApprovalStore for PgStore {
             conn.exec(
                 concat!(
                     "INSERT INTO approvals (", approval_cols!(), ") VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
                 ),
                 &[
                     &a.id,
@@ -112,6 +115,7 @@ impl ApprovalStore for PgStore {
                     &a.rejected_at,
                     &a.consumed_at,
                     &a.consumed_authority_record_id,
+                    &a.approver_session_id,
                 ],
             )
             .await?;
@@ -211,7 +215,8 @@ impl ApprovalStore for PgStore {
                         "UPDATE approvals SET \
                            satisfied_at = CASE WHEN $3 THEN $6::timestamptz END, \
                            rejected_at = CASE WHEN $3 THEN NULL ELSE $6::timestamptz END, \
-                           decision_reason = $4, approver_subject_id = $5 \
+                           decision_reason = $4, approver_subject_id = $5, \
+                           approver_session_id = $7 \
                          WHERE zone_id = $1 AND id = $2 \
                            AND consumed_at IS NULL AND rejected_at IS NULL \
                            AND satisfied_at IS NULL AND expires_at > $6 \
@@ -225,6 +230,7 @@ impl ApprovalStore for PgStore {
                         &decision.reason,
                         &decision.approver_subject_id,
                         &now,
+                        &decision.approver_session_id,
                     ],
                 )
                 .await?
@@ -262,6 +268,187 @@ impl ApprovalStore for PgStore {
             };
             match landed {
                 Some(row) => Ok(ApprovalUpdate::Applied(approval(&row)?)),
+                None => self.not_allowed(zone_id, id, now).await,
+            }
+        })
+        .await
+    }
+
+    async fn issue_approval(
+        &self,
+        a: &Approval,
+        now: DateTime<Utc>,
+    ) -> StoreResult<IssuedApproval> {
+        self.bounded("issue_approval", async {
+            let approver_class = enum_str(&a.approver_class)?;
+            let privacy_mode = enum_str(&a.privacy_mode)?;
+            let metadata = serde_json::Value::Object(a.metadata_json.clone());
+            // The live row can be consumed between a refused insert and the read that
+            // follows; the insert is then simply tried again (a bounded number of times).
+            for _ in 0..3 {
+                let mut tx = Tx::begin(self.conn().await?).await?;
+                tx.exec(
+                    "DELETE FROM approvals \
+                     WHERE zone_id = $1 AND principal_id = $2 AND session_id = $3 \
+                       AND binding = $4 AND consumed_at IS NULL AND expires_at <= $5",
+                    &[&a.zone_id, &a.principal_id, &a.session_id, &a.binding, &now],
+                )
+                .await?;
+                let inserted = tx
+                    .row_opt(
+                        concat!(
+                            "INSERT INTO approvals (",
+                            approval_cols!(),
+                            ") VALUES \
+                             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                              $16, $17, $18, $19, $20, $21) \
+                             ON CONFLICT (zone_id, principal_id, session_id, binding) \
+                               WHERE consumed_at IS NULL DO NOTHING \
+                             RETURNING ",
+                            approval_cols!()
+                        ),
+                        &[
+                            &a.id,
+                            &a.zone_id,
+                            &a.session_id,
+                            &a.principal_id,
+                            &a.application_id,
+                            &a.approval_type,
+                            &a.tier,
+                            &approver_class,
+                            &privacy_mode,
+                            &a.subject_anchor,
+                            &a.binding,
+                            &metadata,
+                            &a.decision_reason,
+                            &a.approver_subject_id,
+                            &a.created_at,
+                            &a.expires_at,
+                            &a.satisfied_at,
+                            &a.rejected_at,
+                            &a.consumed_at,
+                            &a.consumed_authority_record_id,
+                            &a.approver_session_id,
+                        ],
+                    )
+                    .await?;
+                let (row, created) = match inserted {
+                    Some(row) => (Some(row), true),
+                    None => (
+                        tx.row_opt(
+                            concat!(
+                                "SELECT ",
+                                approval_cols!(),
+                                " FROM approvals \
+                                 WHERE zone_id = $1 AND principal_id = $2 AND session_id = $3 \
+                                   AND binding = $4 AND consumed_at IS NULL"
+                            ),
+                            &[&a.zone_id, &a.principal_id, &a.session_id, &a.binding],
+                        )
+                        .await?,
+                        false,
+                    ),
+                };
+                let Some(row) = row else {
+                    continue;
+                };
+                let approval = approval(&row)?;
+                tx.commit().await?;
+                return Ok(IssuedApproval { approval, created });
+            }
+            Err(StoreError::Unavailable {
+                retryable: true,
+                message: "approval hold kept changing while it was issued".to_owned(),
+            })
+        })
+        .await
+    }
+
+    async fn get_approval_any_zone(&self, id: &str) -> StoreResult<Option<Approval>> {
+        self.bounded("get_approval_any_zone", async {
+            let conn = self.conn().await?;
+            conn.row_opt(
+                concat!("SELECT ", approval_cols!(), " FROM approvals WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(approval)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn consume_into(
+        &self,
+        zone_id: &str,
+        id: &str,
+        r: &AuthorityRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ApprovalUpdate> {
+        if r.zone_id != zone_id {
+            return Err(StoreError::Invalid(
+                "the consuming authority record belongs to another zone".to_owned(),
+            ));
+        }
+        self.bounded("consume_into", async {
+            let status = enum_str(&r.status)?;
+            let landed = {
+                // The record goes in first (the hold's consumed_authority_record_id
+                // references it); when the consume does not land the transaction is
+                // dropped, which rolls the insert back.
+                let mut tx = Tx::begin(self.conn().await?).await?;
+                tx.exec(
+                    "INSERT INTO authority_records (id, zone_id, session_type, subject_id, \
+                       parent_id, status, expires_at, authenticated_at, claims_json, revoked_at, \
+                       revoked_reason, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    &[
+                        &r.id,
+                        &r.zone_id,
+                        &r.session_type.as_str(),
+                        &r.subject_id,
+                        &r.parent_id,
+                        &status,
+                        &r.expires_at,
+                        &r.authenticated_at,
+                        &r.claims_json,
+                        &r.revoked_at,
+                        &r.revoked_reason,
+                        &r.created_at,
+                    ],
+                )
+                .await?;
+                let row = tx
+                    .row_opt(
+                        concat!(
+                            "UPDATE approvals SET consumed_at = $4, consumed_authority_record_id = $3 \
+                             WHERE zone_id = $1 AND id = $2 \
+                               AND consumed_at IS NULL AND rejected_at IS NULL \
+                               AND satisfied_at IS NOT NULL AND approver_subject_id IS NOT NULL \
+                               AND expires_at > $4 \
+                               AND (session_id = '' OR EXISTS ( \
+                                     SELECT 1 FROM authority_records ar \
+                                      WHERE ar.zone_id = approvals.zone_id \
+                                        AND ar.id = approvals.session_id \
+                                        AND ar.status = 'active' AND ar.expires_at > $4)) \
+                             RETURNING ",
+                            approval_cols!()
+                        ),
+                        &[&zone_id, &id, &r.id, &now],
+                    )
+                    .await?;
+                match row {
+                    Some(row) => {
+                        let updated = approval(&row)?;
+                        tx.commit().await?;
+                        Some(updated)
+                    }
+                    None => None,
+                }
+            };
+            match landed {
+                Some(updated) => Ok(ApprovalUpdate::Applied(updated)),
                 None => self.not_allowed(zone_id, id, now).await,
             }
         })

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::PgStore;
+use super::conn::Tx;
 use super::rows::{all, col, col_enum, enum_str};
 use crate::model::authority::AuthorityRecord;
 use crate::store::authority::{AuthorityStore, MAX_LINEAGE_DEPTH};
@@ -141,6 +142,56 @@ impl AuthorityStore for PgStore {
                 )
                 .await?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn revoke_authority_tree(
+        &self,
+        zone_id: &str,
+        id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        self.bounded("revoke_authority_tree", async {
+            let mut tx = Tx::begin(self.conn().await?).await?;
+            // INVARIANT: cascades of one zone serialise with every other writer of the zone's
+            // delegation graph on this lock (the reference's `delegation:<zone>`), so a child
+            // inserted concurrently is either seen by the walk or inserted after it commits.
+            tx.exec(
+                "SELECT pg_advisory_xact_lock(hashtext('delegation:' || $1::text))",
+                &[&zone_id],
+            )
+            .await?;
+            // `UNION` (not `UNION ALL`) drops rows already seen, so the walk ends even on a
+            // corrupt cycle.
+            let rows = tx
+                .rows(
+                    "WITH RECURSIVE tree(id) AS ( \
+                       SELECT id FROM authority_records WHERE zone_id = $1 AND id = $2 \
+                       UNION \
+                       SELECT a.id FROM authority_records a \
+                         JOIN tree t ON a.zone_id = $1 AND a.parent_id = t.id), \
+                     revoked AS ( \
+                       UPDATE authority_records r \
+                          SET status = 'revoked', \
+                              revoked_at = COALESCE(r.revoked_at, $4), \
+                              revoked_reason = COALESCE(r.revoked_reason, $3) \
+                         FROM tree \
+                        WHERE r.zone_id = $1 AND r.id = tree.id AND r.status <> 'revoked' \
+                       RETURNING r.id) \
+                     SELECT id FROM revoked",
+                    &[&zone_id, &id, &reason, &at],
+                )
+                .await?;
+            let mut ids = rows
+                .iter()
+                .map(|r| col(r, "authority_record", "id"))
+                .collect::<StoreResult<Vec<String>>>()?;
+            tx.commit().await?;
+            // Sorted byte-wise here, not by the database collation, so both backends agree.
+            ids.sort();
+            Ok(ids)
         })
         .await
     }

@@ -256,6 +256,25 @@ impl ApplicationStore for PgStore {
         .await
     }
 
+    async fn find_application(&self, id: &str) -> StoreResult<Option<Application>> {
+        self.bounded("find_application", async {
+            let conn = self.conn().await?;
+            conn.row_opt(
+                concat!(
+                    "SELECT ",
+                    application_cols!(),
+                    " FROM applications WHERE id = $1"
+                ),
+                &[&id],
+            )
+            .await?
+            .as_ref()
+            .map(application)
+            .transpose()
+        })
+        .await
+    }
+
     async fn list_applications(
         &self,
         zone_id: &str,
