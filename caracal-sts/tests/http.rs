@@ -725,3 +725,112 @@ async fn health_ready_and_metrics() {
     assert!(m.text.contains("caracal_sts_opa_poll_interval_seconds"));
     workers.shutdown(std::time::Duration::from_secs(5)).await;
 }
+
+// --- Internal endpoints (33, 29) -------------------------------------------------------------
+
+fn signed_internal(w: &World, method: &str, path: &str, body: &str) -> Request<Body> {
+    let ts = w.clock.now().timestamp().to_string();
+    let nonce = uuid_like();
+    let sig = envelope::sign(&w.key, &ts, &nonce, method, path, body.as_bytes());
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .header(envelope::TIMESTAMP_HEADER, ts)
+        .header(envelope::NONCE_HEADER, nonce)
+        .header(envelope::SIGNATURE_HEADER, sig)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn delegated_input(scopes: &[&str]) -> serde_json::Value {
+    json!({
+        "schema_version": "2026-05-20",
+        "principal": {"type": "Application", "id": "app-1", "zone_id": "z",
+                      "labels": ["files.read"], "agent_session_id": "s-child"},
+        "resource": {"type": "Resource", "id": "r-1", "identifier": "resource://api",
+                     "scopes": ["read", "write"]},
+        "action": {"id": "TokenExchange"},
+        "delegation_edge": {"id": "e-1", "source_session_id": "s-parent",
+            "target_session_id": "s-child", "issuer_application_id": "app-0",
+            "receiver_application_id": "app-1", "resource_id": "r-1", "scopes": ["read"],
+            "edge_version": 1, "path": ["e-1"], "graph_epoch": 1, "constraints_json": {}},
+        "context": {"actor_claims": {"caracal_client_id": "app-1"}, "trace_id": "t",
+                    "agent_session_id": "s-child", "delegation_edge_id": "e-1",
+                    "challenge_resolved": false, "requested_scopes": scopes}
+    })
+}
+
+#[tokio::test]
+async fn simulate_explains_denies_and_refuses_bad_modules() {
+    let w = world().await;
+    let data = json!({
+        "app_ids": {"files": "app-1"},
+        "grants": {"resource://api": {"application": "files", "roles": {"files.read": ["read"]}}}
+    })
+    .to_string();
+    let body = |input: serde_json::Value, content: &str| {
+        json!({"policy_set_id": "ps", "version_id": "v", "manifest_sha256": "m",
+               "policies": [{"id": "p", "content": content}], "input": input})
+        .to_string()
+    };
+    let path = "/internal/policy/simulate";
+    // 29: allowed, then a scope outside the edge.
+    let r = w
+        .send(signed_internal(
+            &w,
+            "POST",
+            path,
+            &body(delegated_input(&["read"]), &data),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["result"]["decision"], "allow");
+    assert_eq!(r.body["policy_set_id"], "ps");
+    let r = w
+        .send(signed_internal(
+            &w,
+            "POST",
+            path,
+            &body(delegated_input(&["write"]), &data),
+        ))
+        .await;
+    assert_eq!(
+        r.body["result"]["diagnostics"][0]["reason"],
+        "delegation_scope_exceeded"
+    );
+    // 33: a module defining `result` → 422.
+    let rego =
+        "# caracal:data-document\npackage caracal.authz\n\nresult := {\"decision\": \"allow\"}\n";
+    let r = w
+        .send(signed_internal(
+            &w,
+            "POST",
+            path,
+            &body(delegated_input(&["read"]), rego),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.error(), "policy_eval_failed");
+    // Unsigned → 401.
+    let r = w
+        .send(
+            Request::post(path)
+                .body(Body::from(body(delegated_input(&["read"]), &data)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Status of the seeded zone.
+    let r = w
+        .send(signed_internal(
+            &w,
+            "GET",
+            &format!("/internal/policy/status/{}", w.zone),
+            "",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["loaded"], true);
+    assert!(r.body["manifest_sha256"].is_string());
+}
