@@ -2,8 +2,8 @@
 //!
 //! ## Layout
 //!
-//! - `cmd::up`: `caracal up`, every service in one process (announced; arrives with the
-//!   services).
+//! - `cmd::up`: `caracal up`, the services in one process on the embedded default (today the
+//!   STS and the Audit service).
 //! - `cmd::migrate`: `caracal migrate`, the forward-only migrations of `migrations/`.
 //! - `cmd::policy`: `caracal policy eval|validate`, the policy engine on local files.
 //! - `cmd::streams`: `caracal streams provision|verify`, the nine Redis streams and groups.
@@ -31,8 +31,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run STS, Gateway, Coordinator, Admin API and Audit in one process (not yet: prints the
-    /// plan).
+    /// Run the services in one process on the embedded in-memory default (today: STS and
+    /// Audit; Gateway, Coordinator and Admin API join as they land).
     Up(cmd::up::UpArgs),
     /// Apply pending Postgres migrations (forward-only, checksummed, safe to run concurrently).
     Migrate(cmd::migrate::MigrateArgs),

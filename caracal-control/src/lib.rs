@@ -8,4 +8,18 @@
 //! The rules live in `caracal_core` (`coordinator`, the model operations); this crate parses,
 //! calls and renders.
 //!
-//! Status: built in the Control-plane issue; until then this crate only holds its place.
+//! ## Layout
+//!
+//! - [`config`]: the Admin API's settings from the environment (`SECRET_STORE_KEK`,
+//!   `CARACAL_BOOTSTRAP_ADMIN_TOKEN`).
+//! - [`admin`]: the Admin API: the admin-token gate, zones, applications, resources,
+//!   providers, admin tokens, and its OpenAPI 3 document at `/openapi.json`.
+//!
+//! Embedding: build [`admin::AdminApi::new`] over [`admin::AdminStores::from_store`] (a
+//! `MemoryStore` or a `PgStore`) and mount [`admin::AdminApi::router`].
+
+pub mod admin;
+pub mod config;
+
+pub use admin::{AdminApi, AdminStores};
+pub use config::AdminSettings;

@@ -834,3 +834,109 @@ async fn simulate_explains_denies_and_refuses_bad_modules() {
     assert_eq!(r.body["loaded"], true);
     assert!(r.body["manifest_sha256"].is_string());
 }
+
+#[tokio::test]
+async fn gateway_binding_and_missing_subject() {
+    let w = world().await;
+    let gw = w.delegated_mint("read", PIPERNET).await.token().to_owned();
+    // 16: gateway_request_id must equal X-Request-Id.
+    let (req, body) = w.gateway_request(&gw, PIPERNET, "GET", "/x", &uuid_like());
+    let (parts, _) = req.into_parts();
+    let mut req = Request::from_parts(parts, Body::from(body));
+    req.headers_mut()
+        .insert("x-request-id", "another-id".parse().unwrap());
+    let r = w.send(req).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.description(), "invalid gateway exchange signature");
+    // 17: a valid envelope without a subject token.
+    let request_id = uuid_like();
+    let body = form(&[
+        ("grant_type", EXCHANGE),
+        ("zone_id", w.zone.as_str()),
+        ("application_id", w.app_b.id.as_str()),
+        ("resource", PIPERNET),
+        ("gateway_request_id", request_id.as_str()),
+    ]);
+    let ts = w.clock.now().timestamp().to_string();
+    let nonce = uuid_like();
+    let sig = envelope::sign(
+        &w.key,
+        &ts,
+        &nonce,
+        "POST",
+        "/oauth/2/token",
+        body.as_bytes(),
+    );
+    let r = w
+        .send(
+            Request::post("/oauth/2/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-request-id", request_id.as_str())
+                .header(envelope::TIMESTAMP_HEADER, ts)
+                .header(envelope::NONCE_HEADER, nonce)
+                .header(envelope::SIGNATURE_HEADER, sig)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.description(), "invalid client credentials");
+}
+
+#[tokio::test]
+async fn control_resource_needs_a_control_key() {
+    use caracal_core::store::directory::ResourceStore;
+    let w = world().await;
+    // 39
+    let mut control = w.pipernet.clone();
+    control.id = uuid_like();
+    control.identifier = "caracal-control".into();
+    control.name = "control".into();
+    w.store.insert_resource(&control).await.unwrap();
+    let r = w
+        .exchange(
+            &w.app_b,
+            SECRET_B,
+            &[
+                ("resource", "caracal-control"),
+                ("scope", "agent:lifecycle"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.description()
+            .starts_with("the control resource is mintable only by a control key")
+    );
+}
+
+#[tokio::test]
+async fn previous_key_stops_verifying_after_the_grace() {
+    let w = world().await;
+    let gw = w.delegated_mint("read", PIPERNET).await.token().to_owned();
+    w.svc.sts().keys().rotate(&w.zone).await.unwrap();
+    // 25: inside the 24 h grace the old key still verifies (the mandate itself has expired
+    // by then, so check at once), after it the token is refused as invalid.
+    let r = w.gateway_exchange(&gw, PIPERNET, "GET", "/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    w.clock.advance(Duration::hours(25));
+    w.svc.sts().keys().invalidate(&w.zone);
+    let r = w.gateway_exchange(&gw, PIPERNET, "GET", "/x").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.description(), "invalid subject_token");
+}
+
+#[tokio::test]
+async fn policy_engine_error_is_503_and_audited() {
+    use caracal_core::store::coordinator::CoordinatorStore;
+    let w = world().await;
+    // 36: an input the engine refuses (more labels than its bound) is an evaluation error.
+    let mut s = w.session_b.clone();
+    s.labels = (0..300).map(|i| format!("label-{i}")).collect();
+    let mut tx = w.store.begin(&w.zone).await.unwrap();
+    tx.update_session(&s).await.unwrap();
+    tx.commit().await.unwrap();
+    let r = w.delegated_mint("read", PIPERNET).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.error(), "policy_eval_failed");
+}

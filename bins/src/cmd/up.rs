@@ -1,49 +1,176 @@
-//! `caracal up`: every service in one process on the embedded default.
+//! `caracal up`: the services in one process on the embedded default.
 //!
-//! The services do not exist yet, so for now this prints what `up` will do and starts
-//! nothing. It exits 0 so scripts that call it keep working as the services land.
+//! Today that is the STS and the Audit service, in dev mode, sharing one in-memory store and
+//! one in-process stream bus, so every decision the STS makes is ingested into the audit
+//! chain. The Gateway, the Coordinator and the Admin API join as they land (their ports are
+//! listed as "not yet available"). No Postgres or Redis is needed. `up` prints the URLs,
+//! waits until each service is ready, and stops cleanly on Ctrl-C or SIGTERM.
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use caracal_audit::{AuditConfig, AuditService};
+use caracal_core::clock::{SharedClock, SystemClock};
+use caracal_core::store::memory::MemoryStore;
+use caracal_core::streams::MemoryStreams;
+use caracal_sts::{StsBackends, StsService, StsSettings};
 use clap::Args;
 
 use super::CmdError;
 
 /// Arguments of `caracal up`.
 #[derive(Debug, Args)]
-pub struct UpArgs {}
+pub struct UpArgs {
+    /// Added to every service port (8080, 8081, 4000, 3000, 9090), to run beside another
+    /// instance.
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+    /// Where the STS keeps its audit replay files (created 0700).
+    #[arg(long, env = "CARACAL_DATA_DIR", default_value = ".caracal")]
+    pub data_dir: PathBuf,
+    /// The STS issuer (`iss` of every mandate); defaults to the STS's local URL.
+    #[arg(long, env = "ISSUER_URL")]
+    pub issuer: Option<String>,
+}
 
-/// The services `up` will run, with their reference ports.
-pub const SERVICES: &[(&str, u16, &str)] = &[
-    ("STS", 8080, "token exchange, JWKS, approvals"),
-    ("Gateway", 8081, "mandate-verifying reverse proxy"),
-    ("Coordinator", 4000, "sessions and delegation"),
+/// The services of `up`, with their reference ports and whether this build runs them.
+pub const SERVICES: &[(&str, u16, &str, bool)] = &[
+    ("STS", 8080, "token exchange, JWKS, approvals", true),
+    ("Gateway", 8081, "mandate-verifying reverse proxy", false),
+    ("Coordinator", 4000, "sessions and delegation", false),
     (
         "Admin API",
         3000,
         "zones, applications, resources, policies",
+        false,
     ),
-    ("Audit", 9090, "ingest, search, chain verification"),
+    ("Audit", 9090, "ingest, search, chain verification", true),
 ];
 
-/// The plan, as printed.
-pub fn plan() -> String {
-    let mut out = String::from(
-        "caracal up is not implemented yet: nothing was started.\n\
-         When it lands (a later issue) it will run every service in one process on the \
-         embedded in-memory store, in dev mode:\n",
-    );
-    for (name, port, what) in SERVICES {
-        out.push_str(&format!("  {name:<12} 127.0.0.1:{port:<5} {what}\n"));
-    }
-    out.push_str(
-        "and print a bootstrap admin token (CARACAL_BOOTSTRAP_ADMIN_TOKEN, or a generated one).\n\
-         For Postgres mode, `caracal migrate` already applies the schema.\n",
-    );
-    out
+fn port(base: u16, offset: u16) -> Result<u16, CmdError> {
+    base.checked_add(offset).ok_or_else(|| {
+        CmdError::Config(format!(
+            "--port-offset {offset} moves port {base} past 65535"
+        ))
+    })
 }
 
-/// Print the plan.
-pub fn run(_args: &UpArgs) -> Result<(), CmdError> {
-    print!("{}", plan());
+/// The banner printed once the services are up.
+pub fn banner(offset: u16) -> Result<String, CmdError> {
+    let mut out = String::from("caracal up (dev mode, embedded in-memory store and streams)\n");
+    for (name, base, what, running) in SERVICES {
+        let p = port(*base, offset)?;
+        if *running {
+            out.push_str(&format!("  {name:<12} http://127.0.0.1:{p:<5} {what}\n"));
+        } else {
+            out.push_str(&format!("  {name:<12} (not yet available in this build)\n"));
+        }
+    }
+    out.push_str("Ctrl-C stops every service.\n");
+    Ok(out)
+}
+
+/// Run until Ctrl-C / SIGTERM.
+pub fn run(args: &UpArgs) -> Result<(), CmdError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CmdError::Runtime)?
+        .block_on(serve(
+            args,
+            caracal_service::server::shutdown_signal(),
+            |b| print!("{b}"),
+        ))
+}
+
+/// Run until `shutdown` resolves; `ready` receives the banner once every service answers
+/// ready (tests drive this directly).
+pub async fn serve(
+    args: &UpArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(&str),
+) -> Result<(), CmdError> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let streams = Arc::new(MemoryStreams::new(clock.clone()));
+    let sts_port = port(8080, args.port_offset)?;
+    let audit_port = port(9090, args.port_offset)?;
+
+    let audit = AuditService::new(
+        AuditConfig::dev(),
+        caracal_audit::Backends {
+            streams: streams.clone(),
+            ledger: store.clone(),
+            probe: Arc::new(caracal_audit::backends::AlwaysUp),
+        },
+    )
+    .map_err(|e| CmdError::Config(e.to_string()))?;
+    let issuer = args
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{sts_port}"));
+    let replay = args.data_dir.join("audit-replay");
+    let mut settings =
+        StsSettings::dev(issuer, replay).map_err(|e| CmdError::Config(e.to_string()))?;
+    settings.port = sts_port;
+    let sts = StsService::new(settings, StsBackends::memory(store, streams))
+        .map_err(|e| CmdError::Config(e.to_string()))?;
+
+    let audit_workers = audit.spawn_workers();
+    let sts_workers = sts.spawn_workers();
+    let bind = |p: u16| async move {
+        caracal_service::server::bind(p)
+            .await
+            .map_err(|e| CmdError::Config(format!("cannot listen on port {p}: {e}")))
+    };
+    let sts_listener = bind(sts_port).await?;
+    let audit_listener = bind(audit_port).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let sts_server = tokio::spawn(caracal_service::server::serve(
+        sts_listener,
+        sts.router(),
+        stopped(stop_rx.clone()),
+    ));
+    let audit_server = tokio::spawn(caracal_service::server::serve(
+        audit_listener,
+        audit.router(),
+        stopped(stop_rx),
+    ));
+
+    // Readiness: the STS's consumers have joined their groups and the audit consumer reads.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sts_ready = caracal_sts::routes::readiness(&sts).await.is_ok();
+        let audit_ready = audit.consumer_health().is_healthy();
+        if sts_ready && audit_ready {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = stop_tx.send(true);
+            return Err(CmdError::Config(
+                "services did not become ready within 30 s".to_owned(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ready(&banner(args.port_offset)?);
+
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let grace = caracal_service::server::SHUTDOWN_GRACE;
+    for server in [sts_server, audit_server] {
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(grace, server).await {
+            tracing::warn!(error = %e, "a server stopped with an error");
+        }
+    }
+    sts_workers.shutdown(grace).await;
+    audit_workers.shutdown(grace).await;
     Ok(())
 }
 
@@ -52,11 +179,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_names_every_service_and_port_and_says_nothing_started() {
-        let plan = plan();
-        for port in ["8080", "8081", "4000", "3000", "9090"] {
-            assert!(plan.contains(port), "{port}");
-        }
-        assert!(plan.contains("nothing was started"));
+    fn banner_names_the_running_services_and_the_missing_ones() {
+        let b = banner(100).unwrap();
+        assert!(b.contains("http://127.0.0.1:8180"));
+        assert!(b.contains("http://127.0.0.1:9190"));
+        assert!(b.contains("Gateway") && b.contains("not yet available"));
+        assert!(banner(60_000).is_err());
     }
 }

@@ -605,13 +605,13 @@ impl Sts {
                 .with_description("policy evaluation unavailable")
         })?);
         // H: Session and delegation references, re-read now.
+        // §6.3: the Session must be bound to the record only when a session mandate names it.
         let bound = match &ex.subject {
             Some(s)
                 if s.claims.use_ == MandateUse::Session && !ex.authority_record_id.is_empty() =>
             {
                 Some(ex.authority_record_id.clone())
             }
-            None if !ex.authority_record_id.is_empty() => Some(ex.authority_record_id.clone()),
             _ => None,
         };
         let refs = SessionRefs {

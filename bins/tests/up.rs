@@ -1,0 +1,73 @@
+//! `caracal up` runs the STS and the Audit service on the embedded default: both answer on
+//! their ports (moved by `--port-offset`), readiness is reached, and the process stops cleanly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_sts_and_audit_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let offset: u16 = 20_000 + (std::process::id() % 20_000) as u16;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caracal"))
+        .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (sts, audit) = (8080 + offset, 9090 + offset);
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Some((200, _)) = get(sts, "/ready").await {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the STS never became ready");
+    assert_eq!(get(audit, "/health").await.unwrap().0, 200);
+    let (status, body) = get(sts, "/.well-known/jwks.json?zone_id=nope")
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("resource_not_found"));
+    // SIGTERM: a clean stop with exit code 0.
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("caracal up did not stop within 30 s of SIGTERM")
+    });
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.contains(&format!("http://127.0.0.1:{sts}")), "{out}");
+}

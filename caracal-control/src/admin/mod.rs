@@ -1,0 +1,498 @@
+//! The Admin API (port 3000, prefix `/v1`): zones, applications, resources, providers and
+//! admin tokens (reference `control-plane.md` §3, wire shapes `http-bodies.md` §0–§4, §8).
+//!
+//! ## Layout
+//!
+//! - [`auth`]: the admin-token gate every `/v1` route passes (401/403 shapes, zone binding,
+//!   system zone).
+//! - [`zones`], [`applications`], [`resources`], [`providers`], [`tokens`]: the handlers and the
+//!   validation rules of each resource, next to the handler that applies them.
+//! - this module: [`AdminApi`] (stores, keyring, clock, ids), the router, the OpenAPI document,
+//!   and what every handler shares: the list envelope and cursor, path-parameter and body
+//!   parsing, store-error mapping.
+//!
+//! ## Invariants
+//!
+//! - Every `/v1` route is behind [`auth::gate`]; the only unauthenticated routes are
+//!   `/health` and `/openapi.json`.
+//! - Secrets (client secrets, admin tokens, provider secret values) are returned only where the
+//!   reference returns them (a create or rotate response, once) and never logged; provider
+//!   secret values are never returned at all.
+//! - Fail closed: a store failure on the authentication path is a 500, never a pass.
+//! - The OpenAPI document is generated from the same route definitions the router serves
+//!   (`utoipa-axum`), so a served route cannot be missing from it.
+
+pub mod applications;
+pub mod auth;
+pub mod providers;
+pub mod resources;
+pub mod tokens;
+pub mod zones;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::Request;
+use axum::extract::rejection::QueryRejection;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use caracal_core::api::ApiError;
+use caracal_core::clock::SharedClock;
+use caracal_core::ids::SharedIdGen;
+use caracal_core::model::time::{format_iso_ms, parse_rfc3339};
+use caracal_core::secrets::Keyring;
+use caracal_core::store::directory::{
+    AdminTokenStore, ApplicationStore, ProviderStore, ResourceStore, SecretStore, ZoneStore,
+};
+use caracal_core::store::{Cursor, Listing, Page, PageRequest, StoreError};
+use caracal_service::config::Secret;
+use caracal_service::http::{HttpError, not_found, with_request_id};
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The stores the Admin API writes (trait objects, so Postgres and memory are interchangeable).
+#[derive(Clone)]
+pub struct AdminStores {
+    /// Zones.
+    pub zones: Arc<dyn ZoneStore>,
+    /// Applications.
+    pub applications: Arc<dyn ApplicationStore>,
+    /// Resources.
+    pub resources: Arc<dyn ResourceStore>,
+    /// Providers.
+    pub providers: Arc<dyn ProviderStore>,
+    /// Sealed provider secret documents.
+    pub secrets: Arc<dyn SecretStore>,
+    /// Admin tokens.
+    pub admin_tokens: Arc<dyn AdminTokenStore>,
+}
+
+impl AdminStores {
+    /// Every store from one backend (a `MemoryStore` or a `PgStore`).
+    pub fn from_store<S>(store: Arc<S>) -> Self
+    where
+        S: ZoneStore
+            + ApplicationStore
+            + ResourceStore
+            + ProviderStore
+            + SecretStore
+            + AdminTokenStore
+            + 'static,
+    {
+        Self {
+            zones: store.clone(),
+            applications: store.clone(),
+            resources: store.clone(),
+            providers: store.clone(),
+            secrets: store.clone(),
+            admin_tokens: store,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminStores").finish_non_exhaustive()
+    }
+}
+
+/// The Admin API: its stores, the KEK ring sealing provider secrets, the bootstrap token, the
+/// clock and the id source. Shared by every handler as `State<Arc<AdminApi>>`.
+pub struct AdminApi {
+    stores: AdminStores,
+    keyring: Arc<Keyring>,
+    bootstrap: Option<Secret>,
+    clock: SharedClock,
+    ids: SharedIdGen,
+}
+
+impl std::fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApi")
+            .field("bootstrap", &self.bootstrap.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared state of the handlers.
+pub type Svc = Arc<AdminApi>;
+
+impl AdminApi {
+    /// An Admin API over `stores`.
+    pub fn new(
+        stores: AdminStores,
+        keyring: Arc<Keyring>,
+        bootstrap: Option<Secret>,
+        clock: SharedClock,
+        ids: SharedIdGen,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            stores,
+            keyring,
+            bootstrap,
+            clock,
+            ids,
+        })
+    }
+
+    /// The stores.
+    pub fn stores(&self) -> &AdminStores {
+        &self.stores
+    }
+
+    /// Now, truncated to the millisecond: stored timestamps then equal their wire form and
+    /// the list cursor (which carries milliseconds) never skips a row.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now().trunc_subsecs(3)
+    }
+
+    /// A fresh row id.
+    pub(crate) fn new_id(&self) -> String {
+        self.ids.next_id()
+    }
+
+    /// The HTTP surface: `/v1/...`, `/openapi.json` and `/health`.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        let (v1, api) = v1_routes().split_for_parts();
+        let v1 = v1
+            .route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(self),
+                auth::gate,
+            ))
+            .layer(axum::middleware::from_fn(security_headers));
+        let doc = Arc::new(openapi_json(api));
+        let router = axum::Router::new()
+            .merge(v1)
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || {
+                    let doc = Arc::clone(&doc);
+                    async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+                }),
+            )
+            .route(
+                "/health",
+                axum::routing::get(|| async { caracal_service::health::health_response(Ok(())) }),
+            )
+            .fallback(not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(Arc::clone(self));
+        with_request_id(router)
+    }
+}
+
+/// The OpenAPI 3 document of the `/v1` routes, generated from their definitions.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    v1_routes().split_for_parts().1
+}
+
+fn openapi_json(api: utoipa::openapi::OpenApi) -> String {
+    api.to_json()
+        .unwrap_or_else(|_| r#"{"openapi":"3.1.0","paths":{}}"#.to_owned())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Caracal Admin API",
+        description = "Zones, applications, resources, providers and admin tokens. Every route needs `Authorization: Bearer <admin token>`."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi
+            .components
+            .get_or_insert_with(utoipa::openapi::Components::new);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "admin_token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// Every `/v1` route with its OpenAPI operation.
+fn v1_routes() -> OpenApiRouter<Svc> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(zones::list_zones, zones::create_zone))
+        .routes(routes!(
+            zones::get_zone,
+            zones::patch_zone,
+            zones::delete_zone
+        ))
+        .routes(routes!(zones::dcr_status))
+        .routes(routes!(
+            applications::list_applications,
+            applications::create_application
+        ))
+        .routes(routes!(
+            applications::get_application,
+            applications::patch_application,
+            applications::delete_application
+        ))
+        .routes(routes!(applications::rotate_secret))
+        .routes(routes!(
+            resources::list_resources,
+            resources::create_resource
+        ))
+        .routes(routes!(
+            resources::get_resource,
+            resources::patch_resource,
+            resources::delete_resource
+        ))
+        .routes(routes!(
+            providers::list_providers,
+            providers::create_provider
+        ))
+        .routes(routes!(
+            providers::get_provider,
+            providers::patch_provider,
+            providers::delete_provider
+        ))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+}
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Headers every `/v1` response carries (reference §0).
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+// --- Shared helpers ------------------------------------------------------------------------
+
+/// `Result` of a handler.
+pub type AdminResult<T> = Result<T, HttpError>;
+
+/// A JSON response with a status.
+pub(crate) fn respond(status: u16, body: Value) -> Response {
+    let status = axum::http::StatusCode::from_u16(status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(body)).into_response()
+}
+
+/// 204 No Content.
+pub(crate) fn no_content() -> Response {
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// Whether a path parameter is well formed: "`:zoneId`, `:id` … must match
+/// `^[A-Za-z0-9_.\-:]{1,128}$`, else `400 {"error":"invalid_params"}`" (reference §0).
+pub fn is_valid_param(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
+}
+
+/// Check path parameters ([`is_valid_param`]).
+pub(crate) fn check_params(params: &[&str]) -> AdminResult<()> {
+    if params.iter().all(|p| is_valid_param(p)) {
+        Ok(())
+    } else {
+        Err(HttpError(ApiError::bad_request("invalid_params")))
+    }
+}
+
+/// A 500 for a store failure (logged without secrets; store errors carry none).
+pub(crate) fn internal(e: &StoreError) -> HttpError {
+    tracing::warn!(error = %e, "admin api: store failure");
+    HttpError(ApiError::internal())
+}
+
+/// A plain error with a code.
+pub(crate) fn err(status: u16, code: &str) -> HttpError {
+    HttpError(ApiError::new(status, code))
+}
+
+/// A plain error with a code and a description.
+pub(crate) fn err_desc(status: u16, code: &str, description: impl Into<String>) -> HttpError {
+    HttpError(ApiError::new(status, code).with_description(description))
+}
+
+/// Parse a JSON body into `T`; any failure (not JSON, wrong shape, unknown key on a strict
+/// body) is `400 <code>`. The description never quotes the body (it may hold secrets).
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8], code: &str) -> AdminResult<T> {
+    serde_json::from_slice(body).map_err(|_| err_desc(400, code, "request body failed validation"))
+}
+
+/// Deserialize a field that distinguishes "absent" (`None`, with `#[serde(default)]`) from
+/// "null" (`Some(None)`).
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Default page size of Admin API lists.
+pub const DEFAULT_LIMIT: u32 = 200;
+/// Largest page size.
+pub const MAX_LIMIT: u32 = 500;
+/// Longest cursor accepted.
+pub const MAX_CURSOR_LEN: usize = 512;
+
+/// The list query: "`limit` int 1..500, default 200 (string coerced); `cursor` string 1..512.
+/// Bad → `400 invalid_query`; undecodable cursor → `400 invalid_cursor`" (reference §0.1), plus
+/// `status` `active` (default) | `archived` where the route lists archivable rows.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1..500 (default 200).
+    pub limit: Option<String>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// `active` (default) or `archived`, where the rows are archivable.
+    pub status: Option<String>,
+}
+
+/// A parsed list query.
+#[derive(Debug)]
+pub(crate) struct ListParams {
+    pub page: PageRequest,
+    pub listing: Listing,
+}
+
+/// Parse a list query ([`ListQuery`]).
+pub(crate) fn list_params(
+    q: Result<axum::extract::Query<ListQuery>, QueryRejection>,
+) -> AdminResult<ListParams> {
+    let q = q.map_err(|_| err(400, "invalid_query"))?.0;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(s) => s
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| err(400, "invalid_query"))?,
+    };
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) if c.is_empty() || c.len() > MAX_CURSOR_LEN => {
+            return Err(err(400, "invalid_query"));
+        }
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| err(400, "invalid_cursor"))?),
+    };
+    let listing = match q.status.as_deref() {
+        None | Some("active") => Listing::Active,
+        Some("archived") => Listing::Archived,
+        Some(_) => return Err(err(400, "invalid_query")),
+    };
+    Ok(ListParams {
+        page: PageRequest { limit, after },
+        listing,
+    })
+}
+
+/// "Cursor = base64url (no padding) of compact JSON `{"ts":"<ISO ms Z>","id":"<row id>"}`
+/// from the last row" (reference §0.1).
+pub fn encode_cursor(c: &Cursor) -> String {
+    let text = json!({"ts": format_iso_ms(&c.created_at), "id": c.id}).to_string();
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+/// The inverse of [`encode_cursor`]; `None` when it does not decode.
+pub fn decode_cursor(text: &str) -> Option<Cursor> {
+    #[derive(Deserialize)]
+    struct Raw {
+        ts: String,
+        id: String,
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let raw: Raw = serde_json::from_slice(&bytes).ok()?;
+    if raw.id.is_empty() {
+        return None;
+    }
+    Some(Cursor {
+        created_at: parse_rfc3339(&raw.ts)?,
+        id: raw.id,
+    })
+}
+
+/// The list envelope `{"items": [...], "next_cursor": string|null}`.
+pub(crate) fn envelope<T>(page: Page<T>, render: impl Fn(&T) -> Value) -> Response {
+    let items: Vec<Value> = page.items.iter().map(render).collect();
+    let next = page.next.as_ref().map(encode_cursor);
+    respond(200, json!({"items": items, "next_cursor": next}))
+}
+
+/// Map a list's store error: a refused cursor is `400 invalid_cursor`, the rest a 500.
+pub(crate) fn list_error(e: &StoreError) -> HttpError {
+    match e {
+        StoreError::Invalid(_) => err(400, "invalid_cursor"),
+        other => internal(other),
+    }
+}
+
+/// The zone of a create: it must exist and be unarchived, else `404 zone_not_found`.
+pub(crate) async fn require_zone(svc: &AdminApi, zone_id: &str) -> AdminResult<()> {
+    match svc.stores.zones.get_zone(zone_id).await {
+        Ok(Some(z)) if z.archived_at.is_none() => Ok(()),
+        Ok(_) => Err(err(404, "zone_not_found")),
+        Err(e) => Err(internal(&e)),
+    }
+}
+
+/// Trim a name and check its length in characters (`1..=max`).
+pub(crate) fn trimmed_name(name: &str, max: usize) -> Option<String> {
+    let t = name.trim();
+    let n = t.chars().count();
+    (1..=max).contains(&n).then(|| t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor {
+            created_at: parse_rfc3339("2026-05-21T12:00:00.123Z").unwrap(),
+            id: "abc".to_owned(),
+        };
+        let text = encode_cursor(&c);
+        assert!(!text.contains('='));
+        assert_eq!(decode_cursor(&text), Some(c));
+        assert_eq!(decode_cursor("!!"), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("{}")), None);
+    }
+
+    #[test]
+    fn params() {
+        assert!(is_valid_param("zone-1_a.b:c"));
+        assert!(!is_valid_param(""));
+        assert!(!is_valid_param("a/b"));
+        assert!(!is_valid_param(&"a".repeat(129)));
+    }
+}
