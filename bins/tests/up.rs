@@ -24,6 +24,24 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, text))
 }
 
+async fn get_auth(port: u16, path: &str, bearer: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_sts_and_audit_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,7 +53,7 @@ async fn up_serves_sts_and_audit_until_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (sts, audit) = (8080 + offset, 9090 + offset);
+    let (sts, audit, admin) = (8080 + offset, 9090 + offset, 3000 + offset);
     let mut ready = false;
     for _ in 0..300 {
         if let Some((200, _)) = get(sts, "/ready").await {
@@ -46,6 +64,19 @@ async fn up_serves_sts_and_audit_until_sigterm() {
     }
     assert!(ready, "the STS never became ready");
     assert_eq!(get(audit, "/health").await.unwrap().0, 200);
+    // The Admin API refuses an anonymous caller and accepts the bootstrap token.
+    assert_eq!(get(admin, "/v1/zones").await.unwrap().0, 401);
+    let token = std::fs::read_to_string(dir.path().join("bootstrap-admin-token")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("bootstrap-admin-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (status, body) = get_auth(admin, "/v1/zones", token.trim()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
     let (status, body) = get(sts, "/.well-known/jwks.json?zone_id=nope")
         .await
         .unwrap();
@@ -70,4 +101,5 @@ async fn up_serves_sts_and_audit_until_sigterm() {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
     assert!(out.contains(&format!("http://127.0.0.1:{sts}")), "{out}");
+    assert!(out.contains(token.trim()), "{out}");
 }

@@ -1,10 +1,12 @@
 //! `caracal up`: the services in one process on the embedded default.
 //!
-//! Today that is the STS and the Audit service, in dev mode, sharing one in-memory store and
-//! one in-process stream bus, so every decision the STS makes is ingested into the audit
-//! chain. The Gateway, the Coordinator and the Admin API join as they land (their ports are
-//! listed as "not yet available"). No Postgres or Redis is needed. `up` prints the URLs,
-//! waits until each service is ready, and stops cleanly on Ctrl-C or SIGTERM.
+//! Today that is the STS, the Admin API and the Audit service, in dev mode, sharing one
+//! in-memory store and one in-process stream bus, so what the Admin API creates the STS
+//! serves, and every decision the STS makes is ingested into the audit chain. The Gateway and
+//! the Coordinator join as they land (listed as "not yet available"). No Postgres or Redis is
+//! needed. `up` prints the URLs and the bootstrap admin token (`CARACAL_BOOTSTRAP_ADMIN_TOKEN`
+//! when set, otherwise generated and written to `<data-dir>/bootstrap-admin-token` with mode
+//! 0600), waits until each service is ready, and stops cleanly on Ctrl-C or SIGTERM.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -33,6 +35,55 @@ pub struct UpArgs {
     /// The STS issuer (`iss` of every mandate); defaults to the STS's local URL.
     #[arg(long, env = "ISSUER_URL")]
     pub issuer: Option<String>,
+    /// The Admin API bootstrap token (at least 32 characters); generated when unset.
+    #[arg(long, env = "CARACAL_BOOTSTRAP_ADMIN_TOKEN", hide_env_values = true)]
+    pub bootstrap_admin_token: Option<String>,
+}
+
+/// The bootstrap admin token: the given one, or a fresh one written to
+/// `<data_dir>/bootstrap-admin-token` (0600) so a later `up` on the same directory reuses it.
+fn bootstrap_token(args: &UpArgs) -> Result<String, CmdError> {
+    if let Some(t) = &args.bootstrap_admin_token {
+        if t.len() < 32 {
+            return Err(CmdError::Config(
+                "CARACAL_BOOTSTRAP_ADMIN_TOKEN must be at least 32 characters".to_owned(),
+            ));
+        }
+        return Ok(t.clone());
+    }
+    let path = args.data_dir.join("bootstrap-admin-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let t = existing.trim().to_owned();
+        if t.len() >= 32 {
+            return Ok(t);
+        }
+    }
+    let token = caracal_core::secrets::client_secret::generate_admin_token()
+        .map_err(|e| CmdError::Config(e.to_string()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| CmdError::Config(format!("cannot create {}: {e}", args.data_dir.display())))?;
+    write_private(&path, &token)
+        .map_err(|e| CmdError::Config(format!("cannot write {}: {e}", path.display())))?;
+    Ok(token)
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
 }
 
 /// The services of `up`, with their reference ports and whether this build runs them.
@@ -97,6 +148,8 @@ pub async fn serve(
     let streams = Arc::new(MemoryStreams::new(clock.clone()));
     let sts_port = port(8080, args.port_offset)?;
     let audit_port = port(9090, args.port_offset)?;
+    let admin_port = port(3000, args.port_offset)?;
+    let token = bootstrap_token(args)?;
 
     let audit = AuditService::new(
         AuditConfig::dev(),
@@ -115,6 +168,14 @@ pub async fn serve(
     let mut settings =
         StsSettings::dev(issuer, replay).map_err(|e| CmdError::Config(e.to_string()))?;
     settings.port = sts_port;
+    let keyring = settings.keyring.clone();
+    let admin = caracal_control::AdminApi::new(
+        caracal_control::AdminStores::from_store(store.clone()),
+        keyring,
+        Some(caracal_service::config::Secret::new(token.clone())),
+        clock.clone(),
+        Arc::new(caracal_core::ids::UuidV7),
+    );
     let sts = StsService::new(settings, StsBackends::memory(store, streams))
         .map_err(|e| CmdError::Config(e.to_string()))?;
 
@@ -127,6 +188,7 @@ pub async fn serve(
     };
     let sts_listener = bind(sts_port).await?;
     let audit_listener = bind(audit_port).await?;
+    let admin_listener = bind(admin_port).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -140,6 +202,11 @@ pub async fn serve(
     let audit_server = tokio::spawn(caracal_service::server::serve(
         audit_listener,
         audit.router(),
+        stopped(stop_rx.clone()),
+    ));
+    let admin_server = tokio::spawn(caracal_service::server::serve(
+        admin_listener,
+        admin.router(),
         stopped(stop_rx),
     ));
 
@@ -159,12 +226,16 @@ pub async fn serve(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    ready(&banner(args.port_offset)?);
+    let mut text = banner(args.port_offset)?;
+    text.push_str(&format!(
+        "Bootstrap admin token (Authorization: Bearer ...): {token}\n"
+    ));
+    ready(&text);
 
     shutdown.await;
     let _ = stop_tx.send(true);
     let grace = caracal_service::server::SHUTDOWN_GRACE;
-    for server in [sts_server, audit_server] {
+    for server in [sts_server, audit_server, admin_server] {
         if let Ok(Ok(Err(e))) = tokio::time::timeout(grace, server).await {
             tracing::warn!(error = %e, "a server stopped with an error");
         }
@@ -183,6 +254,7 @@ mod tests {
         let b = banner(100).unwrap();
         assert!(b.contains("http://127.0.0.1:8180"));
         assert!(b.contains("http://127.0.0.1:9190"));
+        assert!(b.contains("http://127.0.0.1:3100"));
         assert!(b.contains("Gateway") && b.contains("not yet available"));
         assert!(banner(60_000).is_err());
     }

@@ -1,7 +1,7 @@
 //! The outbox relay: publishes committed outbox rows to their streams.
 //!
 //! Producers write an outbox row in the transaction of their change
-//! ([`OutboxStore`](crate::store::outbox::OutboxStore)); this relay claims due rows under a
+//! ([`crate::store::outbox::OutboxStore`]); this relay claims due rows under a
 //! lease, adds `outbox_id`, signs the message (`_sig`) under the service's
 //! [`SigPolicy`], `XADD`s it, and only then marks the row dispatched. A crash between the
 //! `XADD` and the mark republishes after the lease, so delivery is at least once and
