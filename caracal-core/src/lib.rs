@@ -18,6 +18,9 @@
 //!   form, the chain link `HMAC(content | prev)`, and a pure chain verifier.
 //! - [`streams`]: stream names and groups, the `_sig` origin signature, and the [`streams::Streams`]
 //!   trait with its in-memory implementation (consumer groups, pending lists, claims).
+//! - [`coordinator`]: the Coordinator's rules: sessions and service leases, delegation edges
+//!   with narrowing, cycle refusal and the per-zone graph epoch, cascading revoke/terminate,
+//!   each change written with its outbox events in one unit of work.
 //! - [`store`]: the storage traits for the aggregates the services need, and the in-memory
 //!   implementation of each.
 //! - [`secrets`]: Argon2id client-secret hashing and the CSS1 envelope sealing under a KEK.
@@ -35,6 +38,7 @@ pub mod api;
 pub mod audit;
 pub mod backend;
 pub mod clock;
+pub mod coordinator;
 pub mod error;
 pub mod exchange;
 pub mod ids;

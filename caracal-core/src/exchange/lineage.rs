@@ -149,6 +149,9 @@ pub struct DelegationConstraints {
     pub policy_approved: Option<bool>,
     /// `broad_reason` (an audit annotation).
     pub broad_reason: Option<String>,
+    /// `budget`: a narrowing bound, read only by [`Self::parse_coordinator`] (the exchange's
+    /// [`Self::parse`] refuses the key, so it is always `None` there).
+    pub budget: Option<u32>,
 }
 
 impl DelegationConstraints {
@@ -156,14 +159,25 @@ impl DelegationConstraints {
     /// the wrong type (including a non-integer number), or `max_depth` ≠ `max_hops` →
     /// 403 "delegation constraints invalid". `null` is treated as absent.
     pub fn parse(edge: &DelegationEdge) -> ExchangeResult<Self> {
+        Self::parse_keys(edge, false)
+    }
+
+    /// The Coordinator's reading of a stored edge (narrowing, effective authority): the same
+    /// rules as [`Self::parse`], plus the `budget` key the Coordinator accepts (reference
+    /// `control-plane.md` §1.6) and the STS refuses.
+    pub fn parse_coordinator(edge: &DelegationEdge) -> ExchangeResult<Self> {
+        Self::parse_keys(edge, true)
+    }
+
+    fn parse_keys(edge: &DelegationEdge, allow_budget: bool) -> ExchangeResult<Self> {
         let invalid = || deny(DENY_CONSTRAINTS_INVALID);
         let map = &edge.constraints_json;
-        if map
-            .keys()
-            .any(|k| !ALLOWED_CONSTRAINT_KEYS.contains(&k.as_str()))
-        {
+        if map.keys().any(|k| {
+            !(ALLOWED_CONSTRAINT_KEYS.contains(&k.as_str()) || (allow_budget && k == "budget"))
+        }) {
             return Err(invalid());
         }
+        let budget = count(map.get("budget")).ok_or_else(invalid)?;
         let resources = match map.get("resources") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
@@ -201,6 +215,7 @@ impl DelegationConstraints {
             limits,
             policy_approved,
             broad_reason,
+            budget,
         })
     }
 }
@@ -1325,6 +1340,21 @@ mod tests {
         let mut e = edge("e", &w_parent, &w_child, None);
         e.constraints_json = constraints(v);
         DelegationConstraints::parse(&e)
+    }
+
+    #[test]
+    fn budget_is_a_coordinator_only_key() {
+        let w_parent = session("a", "app-a", "r");
+        let w_child = session("b", "app-b", "r");
+        let mut e = edge("e", &w_parent, &w_child, None);
+        e.constraints_json = constraints(json!({"budget": 3, "max_hops": 2}));
+        assert!(DelegationConstraints::parse(&e).is_err());
+        let c = DelegationConstraints::parse_coordinator(&e).unwrap();
+        assert_eq!((c.budget, c.max_hops), (Some(3), 2));
+        e.constraints_json = constraints(json!({"budget": -1}));
+        assert!(DelegationConstraints::parse_coordinator(&e).is_err());
+        e.constraints_json = constraints(json!({"colour": 1}));
+        assert!(DelegationConstraints::parse_coordinator(&e).is_err());
     }
 
     #[test]

@@ -108,6 +108,27 @@ fn default_max_children() -> i32 {
 }
 
 impl Session {
+    /// Whether the session holds a live capacity slot at `now` (reference §1.5 "capacity
+    /// counts live slots only"): active or suspended, and a task within its TTL (a TTL too
+    /// large to add never expires) or a service with a live lease or suspended. The rule of
+    /// `CoordinatorTx::count_live_sessions` and of the Coordinator's child limit.
+    pub fn holds_slot(&self, now: DateTime<Utc>) -> bool {
+        match self.status {
+            SessionStatus::Terminated | SessionStatus::Expired => false,
+            SessionStatus::Active | SessionStatus::Suspended => match self.lifecycle {
+                Lifecycle::Task => self.ttl_seconds.is_none_or(|ttl| {
+                    chrono::Duration::try_seconds(ttl)
+                        .and_then(|d| self.started_at.checked_add_signed(d))
+                        .is_none_or(|end| end > now)
+                }),
+                Lifecycle::Service => {
+                    self.status == SessionStatus::Suspended
+                        || self.heartbeat_deadline_at.is_some_and(|d| d > now)
+                }
+            },
+        }
+    }
+
     /// Whether the session is usable at `now`: active, and within its TTL (task) or lease
     /// (service).
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {

@@ -23,7 +23,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::{MemoryStore, lock};
 use crate::model::delegation::DelegationEdge;
-use crate::model::session::{Lifecycle, Session, SessionStatus};
+use crate::model::session::Session;
 use crate::store::coordinator::{
     CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation, SessionFilter,
 };
@@ -63,26 +63,6 @@ pub(super) struct State {
     /// callers of `begin` on one zone always contend on the same mutex.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     committed: Mutex<Committed>,
-}
-
-/// Whether a session holds a live slot at `now`: non-terminal, and a task within its TTL or
-/// a service that is suspended or within its lease.
-fn holds_slot(s: &Session, now: DateTime<Utc>) -> bool {
-    match s.status {
-        SessionStatus::Terminated | SessionStatus::Expired => false,
-        SessionStatus::Active | SessionStatus::Suspended => match s.lifecycle {
-            Lifecycle::Task => s.ttl_seconds.is_none_or(|ttl| {
-                // A TTL too large to add is not expired.
-                chrono::Duration::try_seconds(ttl)
-                    .and_then(|d| s.started_at.checked_add_signed(d))
-                    .is_none_or(|end| end > now)
-            }),
-            Lifecycle::Service => {
-                s.status == SessionStatus::Suspended
-                    || s.heartbeat_deadline_at.is_some_and(|d| d > now)
-            }
-        },
-    }
 }
 
 fn matches_filter(s: &Session, f: &SessionFilter) -> bool {
@@ -237,7 +217,7 @@ impl CoordinatorTx for MemoryTx {
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
         let live = self.sessions_where(|s| {
-            application_id.is_none_or(|a| s.application_id == a) && holds_slot(s, now)
+            application_id.is_none_or(|a| s.application_id == a) && s.holds_slot(now)
         });
         Ok(live.len() as u64)
     }
