@@ -13,7 +13,13 @@
 //! - [`config`]: the Admin API's settings from the environment (`SECRET_STORE_KEK`,
 //!   `CARACAL_BOOTSTRAP_ADMIN_TOKEN`).
 //! - [`admin`]: the Admin API: the admin-token gate, zones, applications, resources,
-//!   providers, admin tokens, and its OpenAPI 3 document at `/openapi.json`.
+//!   providers, admin tokens, policies and policy sets (validate, versions, simulate,
+//!   activate, activation status), approvals (operator decisions through the same core
+//!   functions as the STS subject plane), the subject kill switch, and its OpenAPI 3 document
+//!   at `/openapi.json`.
+//!
+//! Not yet here: the Coordinator's HTTP surface (its rules are `caracal_core::coordinator`),
+//! the admin audit chain, the sweepers and a service binary.
 //!
 //! Embedding: build [`admin::AdminApi::new`] over [`admin::AdminStores::from_store`] (a
 //! `MemoryStore` or a `PgStore`) and mount [`admin::AdminApi::router`].

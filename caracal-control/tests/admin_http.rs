@@ -1011,6 +1011,32 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/admin-tokens"),
     ("post", "/v1/admin-tokens"),
     ("delete", "/v1/admin-tokens/{id}"),
+    ("get", "/v1/zones/{zone_id}/policies"),
+    ("post", "/v1/zones/{zone_id}/policies"),
+    ("get", "/v1/zones/{zone_id}/policies/{id}"),
+    ("delete", "/v1/zones/{zone_id}/policies/{id}"),
+    ("post", "/v1/zones/{zone_id}/policies/{id}/versions"),
+    ("get", "/v1/zones/{zone_id}/policy-sets"),
+    ("post", "/v1/zones/{zone_id}/policy-sets"),
+    ("get", "/v1/zones/{zone_id}/policy-sets/{id}"),
+    ("delete", "/v1/zones/{zone_id}/policy-sets/{id}"),
+    ("get", "/v1/zones/{zone_id}/policy-sets/{id}/versions"),
+    ("post", "/v1/zones/{zone_id}/policy-sets/{id}/versions"),
+    (
+        "get",
+        "/v1/zones/{zone_id}/policy-sets/{id}/versions/{version_id}",
+    ),
+    ("post", "/v1/zones/{zone_id}/policy-sets/{id}/activate"),
+    (
+        "get",
+        "/v1/zones/{zone_id}/policy-sets/{id}/activation-status",
+    ),
+    ("post", "/v1/zones/{zone_id}/policy-sets/{id}/simulate"),
+    ("get", "/v1/zones/{zone_id}/approvals"),
+    ("get", "/v1/zones/{zone_id}/approvals/{id}"),
+    ("post", "/v1/zones/{zone_id}/approvals/{id}/approve"),
+    ("post", "/v1/zones/{zone_id}/approvals/{id}/reject"),
+    ("post", "/v1/zones/{zone_id}/subjects/revoke"),
 ];
 
 #[tokio::test]
@@ -1037,7 +1063,10 @@ async fn openapi_lists_every_route_served() {
     assert_eq!(documented, expected);
     // Every documented operation is served (not the unknown-route 404, not a 405).
     for (method, path) in &documented {
-        let concrete = path.replace("{zone_id}", "z").replace("{id}", "x");
+        let concrete = path
+            .replace("{zone_id}", "z")
+            .replace("{id}", "x")
+            .replace("{version_id}", "v");
         let r = w
             .boot(&method.to_uppercase(), &concrete, Some(json!({})))
             .await;

@@ -169,15 +169,22 @@ pub async fn serve(
         StsSettings::dev(issuer, replay).map_err(|e| CmdError::Config(e.to_string()))?;
     settings.port = sts_port;
     let keyring = settings.keyring.clone();
-    let admin = caracal_control::AdminApi::new(
-        caracal_control::AdminStores::from_store(store.clone()),
+    let admin_stores = caracal_control::AdminStores::from_store(store.clone());
+    let sts = StsService::new(settings, StsBackends::memory(store, streams))
+        .map_err(|e| CmdError::Config(e.to_string()))?;
+    // Operator decisions wake the STS long polls and reach the STS audit emitter.
+    let plane = caracal_control::admin::ApprovalPlane {
+        waiters: Arc::clone(sts.sts().waiters()),
+        audit: Arc::clone(sts.sts().audit()),
+    };
+    let admin = caracal_control::AdminApi::with_plane(
+        admin_stores,
         keyring,
         Some(caracal_service::config::Secret::new(token.clone())),
         clock.clone(),
         Arc::new(caracal_core::ids::UuidV7),
+        plane,
     );
-    let sts = StsService::new(settings, StsBackends::memory(store, streams))
-        .map_err(|e| CmdError::Config(e.to_string()))?;
 
     let audit_workers = audit.spawn_workers();
     let sts_workers = sts.spawn_workers();

@@ -1,5 +1,6 @@
-//! The Admin API (port 3000, prefix `/v1`): zones, applications, resources, providers and
-//! admin tokens (reference `control-plane.md` §3, wire shapes `http-bodies.md` §0–§4, §8).
+//! The Admin API (port 3000, prefix `/v1`): zones, applications, resources, providers,
+//! policies and policy sets, approvals, the subject kill switch and admin tokens (reference
+//! `control-plane.md` §3, wire shapes `http-bodies.md` §0–§9).
 //!
 //! ## Layout
 //!
@@ -7,6 +8,9 @@
 //!   system zone).
 //! - [`zones`], [`applications`], [`resources`], [`providers`], [`tokens`]: the handlers and the
 //!   validation rules of each resource, next to the handler that applies them.
+//! - [`policies`]: policies and policy sets over `caracal_core::policy::lifecycle`;
+//!   [`approvals`]: the operator decision plane over `caracal_core::exchange::approval` (the
+//!   same core functions as the STS subject plane); [`subjects`]: the subject kill switch.
 //! - this module: [`AdminApi`] (stores, keyring, clock, ids), the router, the OpenAPI document,
 //!   and what every handler shares: the list envelope and cursor, path-parameter and body
 //!   parsing, store-error mapping.
@@ -23,9 +27,12 @@
 //!   (`utoipa-axum`), so a served route cannot be missing from it.
 
 pub mod applications;
+pub mod approvals;
 pub mod auth;
+pub mod policies;
 pub mod providers;
 pub mod resources;
+pub mod subjects;
 pub mod tokens;
 pub mod zones;
 
@@ -40,13 +47,21 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use caracal_core::api::ApiError;
-use caracal_core::clock::SharedClock;
+use caracal_core::audit::event::AuditEvent;
+use caracal_core::audit::sink::AuditSink;
+use caracal_core::clock::{Clock, SharedClock};
+use caracal_core::exchange::approval::ApprovalWaiters;
 use caracal_core::ids::SharedIdGen;
 use caracal_core::model::time::{format_iso_ms, parse_rfc3339};
+use caracal_core::policy::lifecycle::PolicyLifecycle;
 use caracal_core::secrets::Keyring;
+use caracal_core::store::approvals::ApprovalStore;
+use caracal_core::store::authority::AuthorityStore;
 use caracal_core::store::directory::{
     AdminTokenStore, ApplicationStore, ProviderStore, ResourceStore, SecretStore, ZoneStore,
 };
+use caracal_core::store::outbox::OutboxStore;
+use caracal_core::store::policy::PolicyStore;
 use caracal_core::store::{Cursor, Listing, Page, PageRequest, StoreError};
 use caracal_service::config::Secret;
 use caracal_service::http::{HttpError, not_found, with_request_id};
@@ -73,6 +88,15 @@ pub struct AdminStores {
     pub secrets: Arc<dyn SecretStore>,
     /// Admin tokens.
     pub admin_tokens: Arc<dyn AdminTokenStore>,
+    /// Policies, policy sets and the per-zone binding.
+    pub policy: Arc<dyn PolicyStore>,
+    /// Approval holds.
+    pub approvals: Arc<dyn ApprovalStore>,
+    /// Authority records (the subject kill switch).
+    pub authority: Arc<dyn AuthorityStore>,
+    /// The transactional outbox (`caracal.sessions.revoke` of the kill switch, activation
+    /// status).
+    pub outbox: Arc<dyn OutboxStore>,
 }
 
 impl AdminStores {
@@ -85,6 +109,10 @@ impl AdminStores {
             + ProviderStore
             + SecretStore
             + AdminTokenStore
+            + PolicyStore
+            + ApprovalStore
+            + AuthorityStore
+            + OutboxStore
             + 'static,
     {
         Self {
@@ -93,7 +121,11 @@ impl AdminStores {
             resources: store.clone(),
             providers: store.clone(),
             secrets: store.clone(),
-            admin_tokens: store,
+            admin_tokens: store.clone(),
+            policy: store.clone(),
+            approvals: store.clone(),
+            authority: store.clone(),
+            outbox: store,
         }
     }
 }
@@ -104,14 +136,74 @@ impl std::fmt::Debug for AdminStores {
     }
 }
 
+/// What the operator approval plane shares with the STS approval plane of the same
+/// deployment: the long-poll wake registry (a decision here wakes the STS pollers of the hold
+/// at once) and the audit sink the `step_up_decided` events go to.
+#[derive(Clone)]
+pub struct ApprovalPlane {
+    /// The wake registry of `GET /approvals/{id}?wait=N` (the STS engine's, when embedded).
+    pub waiters: Arc<ApprovalWaiters>,
+    /// Where decision events go (the STS audit emitter, when embedded).
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl ApprovalPlane {
+    /// A plane of its own: a private wake registry (STS pollers then see a decision at their
+    /// next tick) and a sink that only logs the events. For an Admin API embedded next to an
+    /// STS, build the plane from the STS engine's `waiters()` and `audit()` instead, so the
+    /// decision events reach the audit ledger.
+    pub fn standalone() -> Self {
+        Self {
+            waiters: Arc::new(ApprovalWaiters::new()),
+            audit: Arc::new(LogAuditSink),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApprovalPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalPlane").finish_non_exhaustive()
+    }
+}
+
+/// The sink of a standalone plane: logs each event's identity (never its metadata).
+#[derive(Debug)]
+struct LogAuditSink;
+
+impl AuditSink for LogAuditSink {
+    fn emit(&self, event: AuditEvent) {
+        tracing::info!(
+            id = %event.id,
+            zone_id = %event.zone_id,
+            event_type = %event.event_type,
+            decision = %event.decision,
+            "admin api audit event (no audit emitter wired)"
+        );
+    }
+}
+
+/// The Admin API's clock for the core lifecycles: the injected clock truncated to the
+/// millisecond, so rows they stamp list like every other row ([`AdminApi::now`]).
+#[derive(Debug)]
+struct MillisClock(SharedClock);
+
+impl Clock for MillisClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now().trunc_subsecs(3)
+    }
+}
+
 /// The Admin API: its stores, the KEK ring sealing provider secrets, the bootstrap token, the
-/// clock and the id source. Shared by every handler as `State<Arc<AdminApi>>`.
+/// clock, the id source, the policy lifecycle and the approval plane. Shared by every handler
+/// as `State<Arc<AdminApi>>`.
 pub struct AdminApi {
     stores: AdminStores,
     keyring: Arc<Keyring>,
     bootstrap: Option<Secret>,
     clock: SharedClock,
     ids: SharedIdGen,
+    policies: PolicyLifecycle<dyn PolicyStore>,
+    plane: ApprovalPlane,
 }
 
 impl std::fmt::Debug for AdminApi {
@@ -126,7 +218,8 @@ impl std::fmt::Debug for AdminApi {
 pub type Svc = Arc<AdminApi>;
 
 impl AdminApi {
-    /// An Admin API over `stores`.
+    /// An Admin API over `stores` with a standalone approval plane
+    /// ([`ApprovalPlane::standalone`]).
     pub fn new(
         stores: AdminStores,
         keyring: Arc<Keyring>,
@@ -134,12 +227,39 @@ impl AdminApi {
         clock: SharedClock,
         ids: SharedIdGen,
     ) -> Arc<Self> {
+        Self::with_plane(
+            stores,
+            keyring,
+            bootstrap,
+            clock,
+            ids,
+            ApprovalPlane::standalone(),
+        )
+    }
+
+    /// An Admin API over `stores` whose approval decisions share `plane` (the STS's wake
+    /// registry and audit sink, when both run in one process).
+    pub fn with_plane(
+        stores: AdminStores,
+        keyring: Arc<Keyring>,
+        bootstrap: Option<Secret>,
+        clock: SharedClock,
+        ids: SharedIdGen,
+        plane: ApprovalPlane,
+    ) -> Arc<Self> {
+        let policies = PolicyLifecycle::new(
+            Arc::clone(&stores.policy),
+            Arc::new(MillisClock(Arc::clone(&clock))),
+            Arc::clone(&ids),
+        );
         Arc::new(Self {
             stores,
             keyring,
             bootstrap,
             clock,
             ids,
+            policies,
+            plane,
         })
     }
 
@@ -157,6 +277,16 @@ impl AdminApi {
     /// A fresh row id.
     pub(crate) fn new_id(&self) -> String {
         self.ids.next_id()
+    }
+
+    /// The policy lifecycle (validation, versions, activation, simulation).
+    pub(crate) fn policies(&self) -> &PolicyLifecycle<dyn PolicyStore> {
+        &self.policies
+    }
+
+    /// The approval plane shared with the STS.
+    pub(crate) fn plane(&self) -> &ApprovalPlane {
+        &self.plane
     }
 
     /// The HTTP surface: `/v1/...`, `/openapi.json` and `/health`.
@@ -203,7 +333,7 @@ fn openapi_json(api: utoipa::openapi::OpenApi) -> String {
 #[openapi(
     info(
         title = "Caracal Admin API",
-        description = "Zones, applications, resources, providers and admin tokens. Every route needs `Authorization: Bearer <admin token>`."
+        description = "Zones, applications, resources, providers, policies and policy sets, approvals, subjects and admin tokens. Every route needs `Authorization: Bearer <admin token>`."
     ),
     modifiers(&BearerAuth)
 )]
@@ -268,6 +398,30 @@ fn v1_routes() -> OpenApiRouter<Svc> {
         ))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(policies::list_policies, policies::create_policy))
+        .routes(routes!(policies::get_policy, policies::delete_policy))
+        .routes(routes!(policies::add_policy_version))
+        .routes(routes!(
+            policies::list_policy_sets,
+            policies::create_policy_set
+        ))
+        .routes(routes!(
+            policies::get_policy_set,
+            policies::delete_policy_set
+        ))
+        .routes(routes!(
+            policies::list_set_versions,
+            policies::create_set_version
+        ))
+        .routes(routes!(policies::get_set_version))
+        .routes(routes!(policies::activate))
+        .routes(routes!(policies::activation_status))
+        .routes(routes!(policies::simulate))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::get_approval))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::reject))
+        .routes(routes!(subjects::revoke_subject))
 }
 
 /// The largest request body accepted.
@@ -388,7 +542,18 @@ pub(crate) fn list_params(
     q: Result<axum::extract::Query<ListQuery>, QueryRejection>,
 ) -> AdminResult<ListParams> {
     let q = q.map_err(|_| err(400, "invalid_query"))?.0;
-    let limit = match q.limit.as_deref() {
+    let page = page_request(q.limit.as_deref(), q.cursor.as_deref())?;
+    let listing = match q.status.as_deref() {
+        None | Some("active") => Listing::Active,
+        Some("archived") => Listing::Archived,
+        Some(_) => return Err(err(400, "invalid_query")),
+    };
+    Ok(ListParams { page, listing })
+}
+
+/// The page of a list query: `limit` and `cursor` under the §0.1 rules.
+pub(crate) fn page_request(limit: Option<&str>, cursor: Option<&str>) -> AdminResult<PageRequest> {
+    let limit = match limit {
         None => DEFAULT_LIMIT,
         Some(s) => s
             .trim()
@@ -397,22 +562,14 @@ pub(crate) fn list_params(
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or_else(|| err(400, "invalid_query"))?,
     };
-    let after = match q.cursor.as_deref() {
+    let after = match cursor {
         None => None,
         Some(c) if c.is_empty() || c.len() > MAX_CURSOR_LEN => {
             return Err(err(400, "invalid_query"));
         }
         Some(c) => Some(decode_cursor(c).ok_or_else(|| err(400, "invalid_cursor"))?),
     };
-    let listing = match q.status.as_deref() {
-        None | Some("active") => Listing::Active,
-        Some("archived") => Listing::Archived,
-        Some(_) => return Err(err(400, "invalid_query")),
-    };
-    Ok(ListParams {
-        page: PageRequest { limit, after },
-        listing,
-    })
+    Ok(PageRequest { limit, after })
 }
 
 /// "Cursor = base64url (no padding) of compact JSON `{"ts":"<ISO ms Z>","id":"<row id>"}`
