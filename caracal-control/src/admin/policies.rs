@@ -61,12 +61,12 @@ fn page_of(
     page_request(q.limit.as_deref(), q.cursor.as_deref())
 }
 
-/// `400 invalid_body` (the reference's Zod failure on the [Z] routes).
+/// `400 invalid_body` (the reference's Zod failure on the Zod-validated routes).
 fn invalid_body() -> HttpError {
     err_desc(400, "invalid_body", INVALID_BODY_DESCRIPTION)
 }
 
-/// Parse a [Z] body: not JSON, wrong shape → `400 invalid_body` (unknown keys are dropped).
+/// Parse a Zod-validated body: not JSON, wrong shape → `400 invalid_body` (unknown keys are dropped).
 fn z_body<T: DeserializeOwned>(body: &[u8]) -> AdminResult<T> {
     serde_json::from_slice(body).map_err(|_| invalid_body())
 }
@@ -177,7 +177,7 @@ fn encode_component(s: &str) -> String {
 
 // --- Policies --------------------------------------------------------------------------------
 
-/// `POST …/policies` body ([Z]).
+/// `POST …/policies` body (checked like the reference's Zod schema).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreatePolicy {
     /// At least one character.
@@ -189,7 +189,7 @@ pub struct CreatePolicy {
     pub content: String,
 }
 
-/// `POST …/policies/{id}/versions` body ([Z]).
+/// `POST …/policies/{id}/versions` body (checked like the reference's Zod schema).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AddVersion {
     /// The new version's data document.
@@ -353,7 +353,7 @@ pub async fn add_policy_version(
 
 // --- Policy sets -----------------------------------------------------------------------------
 
-/// `POST …/policy-sets` body ([Z]).
+/// `POST …/policy-sets` body (checked like the reference's Zod schema).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreatePolicySet {
     /// At least one character; unique per zone among active sets.
@@ -363,7 +363,7 @@ pub struct CreatePolicySet {
     pub description: Option<String>,
 }
 
-/// `POST …/policy-sets/{id}/versions` body ([Z]).
+/// `POST …/policy-sets/{id}/versions` body (checked like the reference's Zod schema).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateSetVersion {
     /// 1..256 entries `{policy_version_id}` (extra entry keys are dropped).
@@ -371,7 +371,7 @@ pub struct CreateSetVersion {
     pub manifest: Vec<ManifestEntry>,
 }
 
-/// `POST …/activate` and `…/simulate` bodies ([Z]).
+/// `POST …/activate` and `…/simulate` bodies (checked like the reference's Zod schema).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VersionBody {
     /// The set version.
@@ -382,7 +382,7 @@ pub struct VersionBody {
     pub input: Option<Value>,
 }
 
-/// The activation-status query ([Z]).
+/// The activation-status query (checked like the reference's Zod schema).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatusQuery {
