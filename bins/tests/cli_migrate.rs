@@ -1,5 +1,5 @@
-//! `caracal migrate` and `caracal up` as a user runs them: the built binary, a real
-//! Postgres, exit codes and output.
+//! `caracal migrate` as a user runs it: the built binary, a real
+//! Postgres, exit codes and output. (`caracal up` is driven by `tests/up.rs`.)
 
 // Test code: a failed unwrap or panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -128,17 +128,6 @@ fn bad_urls_fail_with_a_clear_message_and_no_secret() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("/nonexistent/caracal-url"), "{stderr}");
-}
-
-#[test]
-fn up_prints_the_plan_and_starts_nothing() {
-    let out = caracal(&["up"], &[]);
-    assert!(out.status.success());
-    let stdout = text(&out.stdout);
-    for port in ["8080", "8081", "4000", "3000", "9090"] {
-        assert!(stdout.contains(port), "{stdout}");
-    }
-    assert!(stdout.contains("nothing was started"), "{stdout}");
 }
 
 #[test]

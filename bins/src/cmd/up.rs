@@ -94,8 +94,8 @@ pub const SERVICES: &[(&str, u16, &str, bool)] = &[
     (
         "Admin API",
         3000,
-        "zones, applications, resources, policies",
-        false,
+        "zones, applications, resources, providers, policies, approvals",
+        true,
     ),
     ("Audit", 9090, "ingest, search, chain verification", true),
 ];
