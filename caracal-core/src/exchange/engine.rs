@@ -33,7 +33,7 @@ use crate::api::ApiError;
 use crate::audit::sink::AuditSink;
 use crate::clock::SharedClock;
 use crate::ids::SharedIdGen;
-use crate::mandate::claims::{Audience, ChainHop, MandateClaims, MandateUse};
+use crate::mandate::claims::{Audience, MandateClaims, MandateUse};
 use crate::mandate::keys::ZoneKeys;
 use crate::mandate::lifetime;
 use crate::mandate::verify::VerifyPolicy;
@@ -729,13 +729,7 @@ impl Sts {
             None
         };
         // R.
-        let scope = if !ex.form.scope.trim().is_empty() {
-            Some(ex.form.scope.clone())
-        } else if ex.gateway {
-            ex.subject.as_ref().and_then(|s| s.claims.scope.clone())
-        } else {
-            None
-        };
+        let scope = claims.scope.clone();
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer".to_owned(),
@@ -1317,6 +1311,8 @@ impl Sts {
             (_, Some(s)) if !s.claims.root_sid.is_empty() => s.claims.root_sid.clone(),
             (_, Some(s)) => s.claims.sid.clone(),
         };
+        // §2.3 R: the requested scope verbatim; else (Gateway) the presented mandate's scope.
+        // The response's `scope` is this same value.
         let scope = if !ex.form.scope.trim().is_empty() {
             Some(ex.form.scope.clone())
         } else if ex.gateway {
@@ -1325,10 +1321,6 @@ impl Sts {
             None
         };
         let d = ex.delegation();
-        let mut chain: Vec<ChainHop> = Vec::new();
-        if let Some(d) = d {
-            chain = d.chain.clone();
-        }
         Ok(MandateClaims {
             iss: self.config.issuer.clone(),
             sub: ex.principal_id().to_owned(),
@@ -1350,7 +1342,7 @@ impl Sts {
             source_session_id: d.map(|d| d.edge.source_session_id.clone()),
             target_session_id: d.map(|d| d.edge.target_session_id.clone()),
             delegation_path: d.map(|d| d.path.clone()).unwrap_or_default(),
-            delegation_chain: chain,
+            delegation_chain: d.map(|d| d.chain.clone()).unwrap_or_default(),
             hop_count: d.map(|d| d.hop_count()).unwrap_or(0),
             delegation_graph_epoch: d.map(|d| d.graph_epoch).unwrap_or(0),
         })
