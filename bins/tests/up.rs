@@ -53,7 +53,8 @@ async fn up_serves_sts_and_audit_until_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (sts, audit, admin) = (8080 + offset, 9090 + offset, 3000 + offset);
+    let (sts, audit, admin, coordinator) =
+        (8080 + offset, 9090 + offset, 3000 + offset, 4000 + offset);
     let mut ready = false;
     for _ in 0..300 {
         if let Some((200, _)) = get(sts, "/ready").await {
@@ -64,6 +65,10 @@ async fn up_serves_sts_and_audit_until_sigterm() {
     }
     assert!(ready, "the STS never became ready");
     assert_eq!(get(audit, "/health").await.unwrap().0, 200);
+    // The Coordinator answers and refuses an anonymous caller.
+    assert_eq!(get(coordinator, "/health").await.unwrap().0, 200);
+    let (status, body) = get(coordinator, "/zones/z/agents/a").await.unwrap();
+    assert_eq!(status, 401, "{body}");
     // The Admin API refuses an anonymous caller and accepts the bootstrap token.
     assert_eq!(get(admin, "/v1/zones").await.unwrap().0, 401);
     let token = std::fs::read_to_string(dir.path().join("bootstrap-admin-token")).unwrap();

@@ -18,14 +18,22 @@
 //!   functions as the STS subject plane), the subject kill switch, and its OpenAPI 3 document
 //!   at `/openapi.json`.
 //!
-//! Not yet here: the Coordinator's HTTP surface (its rules are `caracal_core::coordinator`),
-//! the admin audit chain, the sweepers and a service binary.
+//! - [`coordinator`]: the Coordinator's HTTP surface (port 4000) over
+//!   `caracal_core::coordinator`: session-mandate authentication (and the operator token on
+//!   its allowlist), sessions (start with `Idempotency-Key`, read, suspend, resume, terminate,
+//!   lease, heartbeat, effective authority), delegations (create with `Idempotency-Key`,
+//!   revoke with cascade, traverse, impact) and its OpenAPI document at `/openapi.json`.
+//!
+//! Not yet here: the Coordinator's lists, agent services and invocations, `/v1/verify`, the
+//! admin audit chain, the sweepers and a service binary.
 //!
 //! Embedding: build [`admin::AdminApi::new`] over [`admin::AdminStores::from_store`] (a
 //! `MemoryStore` or a `PgStore`) and mount [`admin::AdminApi::router`].
 
 pub mod admin;
 pub mod config;
+pub mod coordinator;
 
 pub use admin::{AdminApi, AdminStores};
 pub use config::AdminSettings;
+pub use coordinator::{CoordinatorApi, CoordinatorSettings};

@@ -1,9 +1,10 @@
 //! `caracal up`: the services in one process on the embedded default.
 //!
-//! Today that is the STS, the Admin API and the Audit service, in dev mode, sharing one
+//! Today that is the STS, the Admin API, the Coordinator and the Audit service, in dev mode, sharing one
 //! in-memory store and one in-process stream bus, so what the Admin API creates the STS
-//! serves, and every decision the STS makes is ingested into the audit chain. The Gateway and
-//! the Coordinator join as they land (listed as "not yet available"). No Postgres or Redis is
+//! serves, the Coordinator verifies the STS's session mandates with the same key ring, and every
+//! decision the STS makes is ingested into the audit chain. The Gateway joins when it lands
+//! (listed as "not yet available"). No Postgres or Redis is
 //! needed. `up` prints the URLs and the bootstrap admin token (`CARACAL_BOOTSTRAP_ADMIN_TOKEN`
 //! when set, otherwise generated and written to `<data-dir>/bootstrap-admin-token` with mode
 //! 0600), waits until each service is ready, and stops cleanly on Ctrl-C or SIGTERM.
@@ -90,7 +91,7 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 pub const SERVICES: &[(&str, u16, &str, bool)] = &[
     ("STS", 8080, "token exchange, JWKS, approvals", true),
     ("Gateway", 8081, "mandate-verifying reverse proxy", false),
-    ("Coordinator", 4000, "sessions and delegation", false),
+    ("Coordinator", 4000, "sessions and delegation", true),
     (
         "Admin API",
         3000,
@@ -149,6 +150,7 @@ pub async fn serve(
     let sts_port = port(8080, args.port_offset)?;
     let audit_port = port(9090, args.port_offset)?;
     let admin_port = port(3000, args.port_offset)?;
+    let coordinator_port = port(4000, args.port_offset)?;
     let token = bootstrap_token(args)?;
 
     let audit = AuditService::new(
@@ -166,12 +168,25 @@ pub async fn serve(
         .unwrap_or_else(|| format!("http://127.0.0.1:{sts_port}"));
     let replay = args.data_dir.join("audit-replay");
     let mut settings =
-        StsSettings::dev(issuer, replay).map_err(|e| CmdError::Config(e.to_string()))?;
+        StsSettings::dev(issuer.clone(), replay).map_err(|e| CmdError::Config(e.to_string()))?;
     settings.port = sts_port;
     let keyring = settings.keyring.clone();
     let admin_stores = caracal_control::AdminStores::from_store(store.clone());
+    let coordinator_store = store.clone();
     let sts = StsService::new(settings, StsBackends::memory(store, streams))
         .map_err(|e| CmdError::Config(e.to_string()))?;
+    // The Coordinator verifies session mandates with the STS's own key ring. Receipts of
+    // Idempotency-Key are keyed by an HMAC key that lives as long as this in-memory store.
+    let receipt_key = caracal_core::secrets::envelope::Kek::generate_hex()
+        .map_err(|e| CmdError::Config(e.to_string()))?;
+    let coordinator = caracal_control::CoordinatorApi::new(
+        coordinator_store,
+        Arc::clone(sts.sts().keys()),
+        caracal_core::coordinator::IdempotencyKeys::new(receipt_key.into_bytes(), None),
+        caracal_control::CoordinatorSettings::new(issuer),
+        clock.clone(),
+        Arc::new(caracal_core::ids::UuidV7),
+    );
     // Operator decisions wake the STS long polls and reach the STS audit emitter.
     let plane = caracal_control::admin::ApprovalPlane {
         waiters: Arc::clone(sts.sts().waiters()),
@@ -196,6 +211,7 @@ pub async fn serve(
     let sts_listener = bind(sts_port).await?;
     let audit_listener = bind(audit_port).await?;
     let admin_listener = bind(admin_port).await?;
+    let coordinator_listener = bind(coordinator_port).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -214,6 +230,11 @@ pub async fn serve(
     let admin_server = tokio::spawn(caracal_service::server::serve(
         admin_listener,
         admin.router(),
+        stopped(stop_rx.clone()),
+    ));
+    let coordinator_server = tokio::spawn(caracal_service::server::serve(
+        coordinator_listener,
+        coordinator.router(),
         stopped(stop_rx),
     ));
 
@@ -242,7 +263,7 @@ pub async fn serve(
     shutdown.await;
     let _ = stop_tx.send(true);
     let grace = caracal_service::server::SHUTDOWN_GRACE;
-    for server in [sts_server, audit_server, admin_server] {
+    for server in [sts_server, audit_server, admin_server, coordinator_server] {
         if let Ok(Ok(Err(e))) = tokio::time::timeout(grace, server).await {
             tracing::warn!(error = %e, "a server stopped with an error");
         }
@@ -262,6 +283,7 @@ mod tests {
         assert!(b.contains("http://127.0.0.1:8180"));
         assert!(b.contains("http://127.0.0.1:9190"));
         assert!(b.contains("http://127.0.0.1:3100"));
+        assert!(b.contains("http://127.0.0.1:4100"));
         assert!(b.contains("Gateway") && b.contains("not yet available"));
         assert!(banner(60_000).is_err());
     }

@@ -1,0 +1,262 @@
+//! The Coordinator's HTTP surface (port 4000, routes at the root, no `/v1`): sessions (the
+//! wire's "agents"), leases and heartbeats, delegation edges, cascade revocation, effective
+//! authority, traverse and impact (reference `control-plane.md` §2, wire shapes
+//! `http-bodies.md` §11).
+//!
+//! The rules are `caracal_core::coordinator`; this module authenticates, parses, calls and
+//! renders.
+//!
+//! ## Layout
+//!
+//! - [`auth`]: the caller: a verified `use=session` mandate of a live application and a live
+//!   authority record, or the operator token on the operator allowlist.
+//! - [`routes`](mod@routes): the handlers, their bodies and renderings.
+//! - this module: [`CoordinatorApi`] (engine, key ring, settings, clock), the router and the
+//!   OpenAPI document.
+//!
+//! ## Invariants
+//!
+//! - Every route except `/health` and `/openapi.json` authenticates through an extractor of
+//!   [`auth`] that runs before the body is read: which routes accept the operator token is
+//!   visible in each handler's signature ([`auth::Authed`] vs [`auth::AuthedOrOperator`]).
+//! - Fail closed: a store failure while authenticating is a 500, never a pass.
+//! - The OpenAPI document comes from the same route definitions the router serves.
+
+pub mod auth;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::http::header;
+use caracal_core::clock::SharedClock;
+use caracal_core::coordinator::{Coordinator, IdempotencyKeys, Limits};
+use caracal_core::ids::SharedIdGen;
+use caracal_core::mandate::ZoneKeys;
+use caracal_core::store::authority::AuthorityStore;
+use caracal_core::store::coordinator::CoordinatorStore;
+use caracal_core::store::directory::{ApplicationStore, ResourceStore};
+use caracal_service::config::Secret;
+use caracal_service::http::{not_found, with_request_id};
+use chrono::{DateTime, SubsecRound, Utc};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Default of `AGENT_COORDINATOR_SCOPE`: the scope a session mandate must carry to call the
+/// Coordinator. The reference names the setting but not its value; session mandates are
+/// minted with `agent:lifecycle`, so that is the default. Deployments set it explicitly.
+pub const DEFAULT_COORDINATOR_SCOPE: &str = "agent:lifecycle";
+
+/// The largest request body accepted (reference §2: 256 KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The Coordinator's settings.
+#[derive(Clone)]
+pub struct CoordinatorSettings {
+    /// `ISSUER_URL`: the exact `iss` (and required `aud`) of an accepted mandate.
+    pub issuer: String,
+    /// `AGENT_COORDINATOR_SCOPE`: the scope every mandate must carry (else `403
+    /// missing_scope`).
+    pub required_scope: String,
+    /// `CARACAL_COORDINATOR_TOKEN`: the operator token, accepted only on the operator
+    /// allowlist; `None` disables it.
+    pub operator_token: Option<Secret>,
+}
+
+impl CoordinatorSettings {
+    /// Settings for `issuer` with the default scope and no operator token.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            required_scope: DEFAULT_COORDINATOR_SCOPE.to_owned(),
+            operator_token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CoordinatorSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorSettings")
+            .field("issuer", &self.issuer)
+            .field("required_scope", &self.required_scope)
+            .field("operator_token", &self.operator_token.is_some())
+            .finish()
+    }
+}
+
+/// The Coordinator API: the core engine, the stores the authentication and reads need, the
+/// zone key ring verifying mandates, the idempotency HMAC keys, the settings and the clock.
+/// Shared by every handler as `State<Arc<CoordinatorApi>>`.
+pub struct CoordinatorApi {
+    core: Coordinator,
+    sessions: Arc<dyn CoordinatorStore>,
+    applications: Arc<dyn ApplicationStore>,
+    authority: Arc<dyn AuthorityStore>,
+    keys: Arc<ZoneKeys>,
+    idempotency: IdempotencyKeys,
+    settings: CoordinatorSettings,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for CoordinatorApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorApi")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared state of the handlers.
+pub type Svc = Arc<CoordinatorApi>;
+
+impl CoordinatorApi {
+    /// A Coordinator API over one backend (a `MemoryStore` or a `PgStore`), with the default
+    /// [`Limits`]. `keys` must read the same signing keys the STS signs with.
+    pub fn new<S>(
+        store: Arc<S>,
+        keys: Arc<ZoneKeys>,
+        idempotency: IdempotencyKeys,
+        settings: CoordinatorSettings,
+        clock: SharedClock,
+        ids: SharedIdGen,
+    ) -> Arc<Self>
+    where
+        S: CoordinatorStore + ApplicationStore + AuthorityStore + ResourceStore + 'static,
+    {
+        Self::with_limits(
+            store,
+            keys,
+            idempotency,
+            settings,
+            clock,
+            ids,
+            Limits::default(),
+        )
+    }
+
+    /// [`Self::new`] with explicit [`Limits`].
+    pub fn with_limits<S>(
+        store: Arc<S>,
+        keys: Arc<ZoneKeys>,
+        idempotency: IdempotencyKeys,
+        settings: CoordinatorSettings,
+        clock: SharedClock,
+        ids: SharedIdGen,
+        limits: Limits,
+    ) -> Arc<Self>
+    where
+        S: CoordinatorStore + ApplicationStore + AuthorityStore + ResourceStore + 'static,
+    {
+        let core = Coordinator::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            ids,
+        )
+        .with_limits(limits);
+        Arc::new(Self {
+            core,
+            sessions: store.clone(),
+            applications: store.clone(),
+            authority: store,
+            keys,
+            idempotency,
+            settings,
+            clock,
+        })
+    }
+
+    /// The core engine.
+    pub fn core(&self) -> &Coordinator {
+        &self.core
+    }
+
+    /// Now, truncated to the millisecond (stored timestamps then equal their wire form).
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now().trunc_subsecs(3)
+    }
+
+    /// The HTTP surface: the Coordinator routes, `/openapi.json` and `/health`.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        let (api_routes, api) = api_routes().split_for_parts();
+        let doc = Arc::new(openapi_json(api));
+        let router = axum::Router::new()
+            .merge(api_routes)
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || {
+                    let doc = Arc::clone(&doc);
+                    async move { ([(header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+                }),
+            )
+            .route(
+                "/health",
+                axum::routing::get(|| async { caracal_service::health::health_response(Ok(())) }),
+            )
+            .fallback(not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(Arc::clone(self));
+        with_request_id(router)
+    }
+}
+
+/// The OpenAPI 3 document of the Coordinator routes, generated from their definitions.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+fn openapi_json(api: utoipa::openapi::OpenApi) -> String {
+    api.to_json()
+        .unwrap_or_else(|_| r#"{"openapi":"3.1.0","paths":{}}"#.to_owned())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Caracal Coordinator API",
+        description = "Sessions (agents), leases, delegation edges, cascade revocation and effective authority. Every route needs `Authorization: Bearer <use=session mandate>`; operator routes also accept the operator token."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi
+            .components
+            .get_or_insert_with(utoipa::openapi::Components::new);
+        components.add_security_scheme(
+            "session_mandate",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "session_mandate",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// Every Coordinator route with its OpenAPI operation.
+fn api_routes() -> OpenApiRouter<Svc> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::start_session))
+        .routes(routes!(routes::get_session, routes::terminate_session))
+        .routes(routes!(routes::suspend_session))
+        .routes(routes!(routes::resume_session))
+        .routes(routes!(routes::acquire_lease))
+        .routes(routes!(routes::heartbeat))
+        .routes(routes!(routes::effective_authority))
+        .routes(routes!(routes::create_delegation))
+        .routes(routes!(routes::revoke_delegation))
+        .routes(routes!(routes::traverse))
+        .routes(routes!(routes::impact))
+}
