@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use caracal_core::audit::AuditHmacKey;
-use caracal_core::exchange::DEFAULT_CONTROL_AUDIENCE;
 use caracal_core::exchange::envelope::GatewayKey;
 use caracal_core::exchange::ratelimit::DEFAULT_MINT_LIMIT_PER_MIN;
+use caracal_core::exchange::{DEFAULT_CONTROL_AUDIENCE, DEFAULT_SECRET_VERIFY_CONCURRENCY};
 use caracal_core::policy::cache::poll_interval;
 use caracal_core::secrets::envelope::Keyring;
 use caracal_service::config::{Secret, parse_hex_key};
@@ -118,7 +118,7 @@ impl StsSettings {
             replay_dir,
             poll_interval: Duration::from_secs(60),
             mint_limit_per_min: DEFAULT_MINT_LIMIT_PER_MIN,
-            secret_verify_concurrency: 2,
+            secret_verify_concurrency: DEFAULT_SECRET_VERIFY_CONCURRENCY,
             admin_token: None,
             metrics_bearer: None,
             control_audience: DEFAULT_CONTROL_AUDIENCE.to_owned(),
@@ -175,8 +175,11 @@ impl StsSettings {
             u64::from(DEFAULT_MINT_LIMIT_PER_MIN),
         )?)
         .map_err(|_| ConfigError::invalid("STS_MINT_RATE_LIMIT_PER_MIN", "too large"))?;
-        let concurrency = usize::try_from(positive("STS_SECRET_VERIFY_CONCURRENCY", 2)?)
-            .map_err(|_| ConfigError::invalid("STS_SECRET_VERIFY_CONCURRENCY", "too large"))?;
+        let concurrency = usize::try_from(positive(
+            "STS_SECRET_VERIFY_CONCURRENCY",
+            u64::try_from(DEFAULT_SECRET_VERIFY_CONCURRENCY).unwrap_or(2),
+        )?)
+        .map_err(|_| ConfigError::invalid("STS_SECRET_VERIFY_CONCURRENCY", "too large"))?;
         let secret = |name: &str| env.var(name).map(|v| v.map(Secret::new));
         let settings = Self {
             mode,

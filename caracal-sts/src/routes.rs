@@ -35,7 +35,7 @@ use caracal_core::model::policy::PolicyInput;
 use caracal_core::policy::contract::evaluate;
 use caracal_core::policy::data::{CompiledBundle, DocumentSource};
 use caracal_service::config::bearer_matches;
-use caracal_service::http::{HttpError, RequestId, not_found, render_error, with_request_id};
+use caracal_service::http::{HttpError, RequestId, not_found, with_request_id};
 use caracal_service::metrics::{MetricsAccess, metrics_response, prometheus};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -556,9 +556,4 @@ async fn metrics(State(svc): State<Svc>, headers: HeaderMap) -> Response {
         String::new()
     };
     metrics_response(&access, &headers, prometheus().as_ref(), &extra)
-}
-
-/// Render an error with a request id (tests and embedding).
-pub fn render(error: &ApiError, request_id: &str) -> Response {
-    render_error(error, Some(request_id))
 }

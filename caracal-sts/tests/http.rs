@@ -484,18 +484,25 @@ async fn gateway_subject_token_rules() {
 
 #[tokio::test]
 async fn zone_without_policy_denies() {
+    use caracal_core::store::directory::ResourceStore;
     let w = world().await;
-    // 26
+    // 26: a resource that exists, in a zone with no active policy set.
+    let mut r2 = w.pipernet.clone();
+    r2.id = uuid_like();
+    r2.zone_id = w.other_zone.clone();
+    w.store.insert_resource(&r2).await.unwrap();
     let r = w
         .token(&[
             ("grant_type", EXCHANGE),
             ("zone_id", &w.other_zone),
             ("application_id", &w.app_x.id),
             ("client_secret", SECRET_X),
-            ("resource", "resource://none"),
+            ("resource", PIPERNET),
+            ("scope", "agent:lifecycle"),
         ])
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.description(), "policy denied (no_active_policy_set)");
 }
 
 #[tokio::test]

@@ -89,7 +89,6 @@ impl std::fmt::Debug for CoordinatorSettings {
 /// Shared by every handler as `State<Arc<CoordinatorApi>>`.
 pub struct CoordinatorApi {
     core: Coordinator,
-    sessions: Arc<dyn CoordinatorStore>,
     applications: Arc<dyn ApplicationStore>,
     authority: Arc<dyn AuthorityStore>,
     keys: Arc<ZoneKeys>,
@@ -157,7 +156,6 @@ impl CoordinatorApi {
         .with_limits(limits);
         Arc::new(Self {
             core,
-            sessions: store.clone(),
             applications: store.clone(),
             authority: store,
             keys,

@@ -19,7 +19,7 @@ use caracal_core::coordinator::delegation::RenderDelegation;
 use caracal_core::coordinator::idempotency::parse_key_header;
 use caracal_core::coordinator::sessions::RenderSession;
 use caracal_core::coordinator::{
-    Caller, CoordinatorError, CreateDelegation, CreatedDelegation, Idempotency, Idempotent,
+    CoordinatorError, CreateDelegation, CreatedDelegation, Idempotency, Idempotent,
     ParentAuthority, StartSession, StartedSession,
 };
 use caracal_core::model::session::{Lifecycle, Session};
@@ -277,19 +277,11 @@ pub async fn get_session(
 ) -> CoordinatorHttpResult {
     params(&[&zone_id, &id])?;
     let s = svc
-        .sessions
-        .get_session(&zone_id, &id)
+        .core()
+        .readable_session(&zone_id, &p.caller, &id)
         .await
-        .map_err(|e| api(CoordinatorError::Store(e)))?
-        .filter(|s| readable(&p.caller, s))
-        .ok_or_else(|| api(CoordinatorError::SessionNotFound))?;
+        .map_err(api)?;
     Ok(json_response(StatusCode::OK, render_session(&s)))
-}
-
-/// The reader rule of the core's effective-authority read: an admin, or the owning
-/// application.
-fn readable(caller: &Caller, s: &Session) -> bool {
-    caller.is_admin() || caller.client_id == s.application_id
 }
 
 /// Suspend a session and its active descendants.

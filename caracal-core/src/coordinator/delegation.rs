@@ -898,9 +898,10 @@ impl Coordinator {
         })
     }
 
-    /// The session for a reader: `404 session_not_found` if missing, or if the caller is not
-    /// an admin and does not own its application.
-    async fn readable_session(
+    /// The session for a reader (`GET …/agents/{id}` and the read-only views):
+    /// `404 session_not_found` if missing, or if the caller is not an admin and does not own
+    /// its application. The one reader rule of the Coordinator.
+    pub async fn readable_session(
         &self,
         zone_id: &str,
         caller: &Caller,

@@ -30,6 +30,6 @@ pub type ExchangeResult<T> = Result<T, crate::api::ApiError>;
 
 pub use audit::{JTI_COLLISION, STEP_UP_CONSUMED, STEP_UP_ISSUED, TOKEN_EXCHANGE};
 pub use engine::{
-    DEFAULT_CONTROL_AUDIENCE, INVALID_CLIENT, JTI_KEY_PREFIX, Sts, StsConfig, StsParts, StsStores,
-    TokenRequest,
+    DEFAULT_CONTROL_AUDIENCE, DEFAULT_SECRET_VERIFY_CONCURRENCY, INVALID_CLIENT, JTI_KEY_PREFIX,
+    Sts, StsConfig, StsParts, StsStores, TokenRequest,
 };
