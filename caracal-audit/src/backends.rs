@@ -6,7 +6,7 @@ use std::sync::Arc;
 use caracal_core::backend::postgres::{PgStore, PgStoreOptions};
 use caracal_core::backend::redis::{RedisConfig, RedisStreams};
 use caracal_core::clock::{SharedClock, SystemClock};
-use caracal_core::store::audit::AuditLedger;
+use caracal_core::store::audit::{AuditExportStore, AuditLedger};
 use caracal_core::store::memory::MemoryStore;
 use caracal_core::streams::{MemoryStreams, Streams};
 
@@ -65,6 +65,8 @@ pub struct Backends {
     pub streams: Arc<dyn Streams>,
     /// The ledger.
     pub ledger: Arc<dyn AuditLedger>,
+    /// The ledger's export side (the same store as `ledger`).
+    pub exports: Arc<dyn AuditExportStore>,
     /// Readiness pings.
     pub probe: Arc<dyn Probe>,
 }
@@ -89,9 +91,19 @@ pub enum BackendError {
 impl Backends {
     /// In-memory streams and ledger on `clock` (dev, tests, `caracal up`).
     pub fn memory(clock: SharedClock) -> Self {
+        Self::on_memory_store(
+            Arc::new(MemoryStreams::new(Arc::clone(&clock))),
+            Arc::new(MemoryStore::with_clock(clock)),
+        )
+    }
+
+    /// In-memory backends on a given store and streams (`caracal up` shares them with the
+    /// other services).
+    pub fn on_memory_store(streams: Arc<dyn Streams>, store: Arc<MemoryStore>) -> Self {
         Self {
-            streams: Arc::new(MemoryStreams::new(Arc::clone(&clock))),
-            ledger: Arc::new(MemoryStore::with_clock(clock)),
+            streams,
+            ledger: store.clone(),
+            exports: store,
             probe: Arc::new(AlwaysUp),
         }
     }
@@ -101,20 +113,25 @@ impl Backends {
     pub async fn connect(config: &AuditConfig) -> Result<Self, BackendError> {
         let clock: SharedClock = Arc::new(SystemClock);
         let mut probe = LiveProbe::default();
-        let ledger: Arc<dyn AuditLedger> = match &config.database_url {
-            Some(url) => {
-                let options = PgStoreOptions {
-                    application_name: "caracal-audit".to_owned(),
-                    ..PgStoreOptions::default()
-                };
-                let pg = PgStore::open(url.expose(), options)
-                    .await
-                    .map_err(|e| BackendError::Postgres(e.to_string()))?;
-                probe.pg = Some(pg.clone());
-                Arc::new(pg)
-            }
-            None => Arc::new(MemoryStore::with_clock(Arc::clone(&clock))),
-        };
+        let (ledger, exports): (Arc<dyn AuditLedger>, Arc<dyn AuditExportStore>) =
+            match &config.database_url {
+                Some(url) => {
+                    let options = PgStoreOptions {
+                        application_name: "caracal-audit".to_owned(),
+                        ..PgStoreOptions::default()
+                    };
+                    let pg = PgStore::open(url.expose(), options)
+                        .await
+                        .map_err(|e| BackendError::Postgres(e.to_string()))?;
+                    probe.pg = Some(pg.clone());
+                    let pg = Arc::new(pg);
+                    (pg.clone(), pg)
+                }
+                None => {
+                    let store = Arc::new(MemoryStore::with_clock(Arc::clone(&clock)));
+                    (store.clone(), store)
+                }
+            };
         let streams: Arc<dyn Streams> = match &config.redis_url {
             Some(url) => {
                 let r = RedisStreams::connect(&RedisConfig::new(url.expose()))
@@ -127,6 +144,7 @@ impl Backends {
         Ok(Self {
             streams,
             ledger,
+            exports,
             probe: Arc::new(probe),
         })
     }

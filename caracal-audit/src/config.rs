@@ -7,7 +7,9 @@ use caracal_core::audit::ingest::{DEFAULT_MAX_DELIVERIES, IngestConfig};
 use caracal_service::config::{Secret, parse_hex_key};
 use caracal_service::{ConfigError, Env, Mode};
 
+use crate::export::ExportSettings;
 use crate::retention::RetentionSettings;
+use crate::sweep::SweepSettings;
 use caracal_core::backend::postgres::store::DEFAULT_RETENTION_DAYS;
 
 /// The reference's port.
@@ -50,6 +52,11 @@ pub struct AuditConfig {
     /// `AUDIT_RETENTION_DAYS` (365, the ceiling of the console's value) and
     /// `AUDIT_RETENTION_INTERVAL_SECS` (21600): the leader-only partition retention.
     pub retention: RetentionSettings,
+    /// `AUDIT_EXPORT_DIR` (+ `AUDIT_EXPORT_INTERVAL_SECS` 300, `AUDIT_EXPORT_SETTLE_SECS` 300):
+    /// the hourly NDJSON exporter; off when the directory is unset.
+    pub export: Option<ExportSettings>,
+    /// `AUDIT_VERIFY_INTERVAL_SECS` (300), `AUDIT_VERIFY_FULL_SECS` (86400): the tamper sweep.
+    pub sweep: SweepSettings,
 }
 
 impl AuditConfig {
@@ -71,6 +78,8 @@ impl AuditConfig {
             ready_pel_oldest_secs_max: 0,
             poll_interval: Duration::from_secs(30),
             retention: RetentionSettings::default(),
+            export: None,
+            sweep: SweepSettings::default(),
         }
     }
 
@@ -117,6 +126,18 @@ impl AuditConfig {
                 ),
                 ..RetentionSettings::default()
             },
+            export: match env.var("AUDIT_EXPORT_DIR")? {
+                Some(dir) => Some(ExportSettings {
+                    interval: Duration::from_secs(env.parse_or("AUDIT_EXPORT_INTERVAL_SECS", 300)?),
+                    settle: Duration::from_secs(env.parse_or("AUDIT_EXPORT_SETTLE_SECS", 300)?),
+                    ..ExportSettings::new(dir)
+                }),
+                None => None,
+            },
+            sweep: SweepSettings {
+                interval: Duration::from_secs(env.parse_or("AUDIT_VERIFY_INTERVAL_SECS", 300)?),
+                full_every: Duration::from_secs(env.parse_or("AUDIT_VERIFY_FULL_SECS", 86_400)?),
+            },
         };
         config.check()?;
         Ok(config)
@@ -154,6 +175,18 @@ impl AuditConfig {
             return Err(ConfigError::invalid(
                 "AUDIT_RETENTION_DAYS",
                 "must be at least 1",
+            ));
+        }
+        if self.export.as_ref().is_some_and(|e| e.interval.is_zero()) {
+            return Err(ConfigError::invalid(
+                "AUDIT_EXPORT_INTERVAL_SECS",
+                "must be positive",
+            ));
+        }
+        if self.sweep.interval.is_zero() || self.sweep.full_every.is_zero() {
+            return Err(ConfigError::invalid(
+                "AUDIT_VERIFY_INTERVAL_SECS / AUDIT_VERIFY_FULL_SECS",
+                "must be positive",
             ));
         }
         if self.retention.interval.is_zero() {

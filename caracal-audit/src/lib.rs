@@ -14,6 +14,9 @@
 //! - [`backends`]: Redis or in-memory streams, Postgres or in-memory ledger, readiness pings.
 //! - [`routes`]: the HTTP surface (reference §2.12), as a router over [`AuditService`].
 //! - [`retention`]: the leader-only partition retention worker (reference §2.8, §2.9).
+//! - [`export`]: the hourly NDJSON exporter with its watermark (reference §2.10).
+//! - [`leader`]: the lease loop both leader-only workers run under.
+//! - [`sweep`]: the tamper sweep (full at start and daily, incremental between).
 //! - this module: [`AuditService`] (state, workers) and [`serve`].
 //!
 //! Embedding (`caracal up`): build [`AuditService::new`] on in-memory backends, spawn its
@@ -21,8 +24,11 @@
 
 pub mod backends;
 pub mod config;
+pub mod export;
+pub mod leader;
 pub mod retention;
 pub mod routes;
+pub mod sweep;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -170,8 +176,10 @@ impl AuditService {
         &self.gauges
     }
 
-    /// Start the consumer, the gauge poller, the checkpoint ticker and, when the ledger is
-    /// Postgres (`DATABASE_URL` set), the retention worker. The consumer runs once: a second
+    /// Start the consumer, the gauge poller, the checkpoint ticker, the tamper sweep, the
+    /// exporter when
+    /// `AUDIT_EXPORT_DIR` is set and, when the ledger is Postgres (`DATABASE_URL` set), the
+    /// retention worker. The consumer runs once: a second
     /// call starts only the poller, ticker and retention worker.
     pub fn spawn_workers(self: &Arc<Self>) -> Workers {
         let (stop, rx) = watch::channel(false);
@@ -201,6 +209,27 @@ impl AuditService {
                 self.config.retention,
                 rx.clone(),
             ));
+        }
+        tasks.push(sweep::spawn(
+            Arc::clone(&self.backends.ledger),
+            self.config.hmac_key.clone(),
+            Arc::clone(&self.clock),
+            self.config.sweep,
+            rx.clone(),
+        ));
+        if let Some(export) = &self.config.export {
+            let store = Arc::clone(&self.backends.exports);
+            let clock = Arc::clone(&self.clock);
+            tasks.push(match &self.config.database_url {
+                Some(url) => export::spawn_postgres(
+                    url.expose().to_owned(),
+                    store,
+                    clock,
+                    export.clone(),
+                    rx.clone(),
+                ),
+                None => export::spawn_local(store, clock, export.clone(), rx.clone()),
+            });
         }
         let me = Arc::clone(self);
         let mut cp_rx = rx;

@@ -11,7 +11,7 @@
 //!
 //! Metrics: `caracal_audit_retention_created_total` (ensure calls, as the reference counts),
 //! `caracal_audit_retention_dropped_total`, `caracal_audit_is_retention_leader`,
-//! `caracal_audit_leader_transitions_total`.
+//! `caracal_audit_retention_lease_transitions_total`.
 
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ use caracal_core::backend::postgres::{PgLeaderLease, PgStore, RetentionReport};
 use caracal_core::clock::SharedClock;
 use caracal_core::store::StoreResult;
 use tokio::sync::watch;
-use tokio::time::Instant;
+
+use crate::leader::{LeaderJob, run_as_leader};
 
 /// How the retention worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,69 +65,31 @@ pub async fn run_tick(
     Ok(report)
 }
 
-/// The worker loop: lease, ticks, release on stop. Runs until `stop` turns true.
+/// The worker loop: lease, ticks, release on stop ([`crate::leader`]). Runs until `stop`
+/// turns true.
 pub async fn run(
     store: PgStore,
     clock: SharedClock,
     settings: RetentionSettings,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut lease = PgLeaderLease::new(store.clone(), RETENTION_LEASE_KEY);
-    let mut next_tick: Option<Instant> = None;
-    let lease_check = settings.lease_check.max(Duration::from_millis(10));
-    let interval = settings.interval.max(Duration::from_secs(1));
-    loop {
-        let was_held = lease.is_held();
-        let held = if was_held {
-            lease.verify().await
-        } else {
-            match lease.try_acquire().await {
-                Ok(held) => held,
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit retention: lease probe failed");
-                    false
-                }
-            }
-        };
-        if held != was_held {
-            metrics::counter!("caracal_audit_leader_transitions_total").increment(1);
-            if held {
-                tracing::info!("audit retention: became leader");
-                next_tick = Some(Instant::now());
-            } else {
-                tracing::warn!("audit retention: lost the lease; stepping down");
-                next_tick = None;
+    let lease = PgLeaderLease::new(store.clone(), RETENTION_LEASE_KEY);
+    let job = LeaderJob {
+        name: "retention",
+        interval: settings.interval,
+        lease_check: settings.lease_check,
+    };
+    run_as_leader(lease, job, stop, || async {
+        // Every store call of the tick is bounded by the store's operation timeout.
+        match run_tick(&store, &clock, settings.retention_days).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit retention tick failed");
+                false
             }
         }
-        metrics::gauge!("caracal_audit_is_retention_leader").set(if held { 1.0 } else { 0.0 });
-        if held && next_tick.is_some_and(|t| t <= Instant::now()) {
-            // Every store call of the tick is bounded by the store's operation timeout.
-            let outcome = tokio::select! {
-                r = run_tick(&store, &clock, settings.retention_days) => Some(r),
-                _ = stop.wait_for(|s| *s) => None,
-            };
-            match outcome {
-                Some(Ok(_)) => next_tick = Some(Instant::now() + interval),
-                Some(Err(e)) => {
-                    // Retried at the next lease check rather than after a full interval.
-                    tracing::warn!(error = %e, "audit retention tick failed");
-                    next_tick = Some(Instant::now() + lease_check);
-                }
-                None => break,
-            }
-        }
-        // After a lost lease, contend again at once (reference §2.8).
-        let wait = if was_held && !held {
-            Duration::ZERO
-        } else {
-            lease_check
-        };
-        if crate::sleep_or_stop(wait, &mut stop).await {
-            break;
-        }
-    }
-    lease.release().await;
-    metrics::gauge!("caracal_audit_is_retention_leader").set(0.0);
+    })
+    .await;
 }
 
 /// Spawn [`run`] on a store of its own at `url` (a small pool, so the lease's dedicated

@@ -38,27 +38,169 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves, then give in-flight requests
-/// [`SHUTDOWN_GRACE`] to finish.
+/// Connection limits of every Caracal HTTP server.
+///
+/// `axum::serve` sets no header-read deadline, so a client that opens a connection and trickles
+/// its headers (slowloris) holds a task and a socket forever; the reference's Go servers use
+/// `ReadHeaderTimeout` 5 s and `MaxHeaderBytes` 16 KiB. This is why [`serve`] drives hyper's
+/// HTTP/1 connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// A request's headers must arrive within this time of the connection waiting for them
+    /// (the first request and every keep-alive request); then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Most header bytes hyper buffers for one request (hyper's floor is 8 KiB).
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Serve `router` on `listener` with the default [`ServerLimits`] until `shutdown` resolves,
+/// then give in-flight requests [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let grace = async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        r = server => r,
-        () = grace => {
-            tracing::warn!("in-flight requests did not finish within the shutdown grace");
-            Ok(())
+    serve_with(listener, router, shutdown, ServerLimits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServerLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = TowerToHyperService::new(router.clone());
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        // A client that goes away mid-request is not a server error.
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut shutdown => break,
         }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within the shutdown grace");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn start(limits: ServerLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(
+            listener,
+            router,
+            async move {
+                let _ = rx.await;
+            },
+            limits,
+        ));
+        (addr, tx)
+    }
+
+    #[tokio::test]
+    async fn answers_and_closes_a_connection_that_trickles_its_headers() {
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServerLimits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), ok.read_to_string(&mut body))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+
+        // Half a request line, then silence: the server hangs up after the timeout.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HT").await.unwrap();
+        let mut rest = Vec::new();
+        // Without the header deadline this read would wait forever (and the timeout fail).
+        let _closed_or_reset =
+            tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+                .await
+                .expect("the server must close the connection");
+        assert!(!String::from_utf8_lossy(&rest).contains("200"));
+    }
+
+    #[tokio::test]
+    async fn oversized_headers_are_refused() {
+        let (addr, _stop) = start(ServerLimits::default()).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let big = "a".repeat(64 * 1024);
+        let req = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n");
+        let _ = c.write_all(req.as_bytes()).await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+            .await
+            .expect("the server must answer or close");
+        let text = String::from_utf8_lossy(&rest);
+        assert!(!text.contains(" 200 "), "{text}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting() {
+        let (addr, stop) = start(ServerLimits::default()).await;
+        stop.send(()).unwrap();
+        let mut refused = false;
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refused, "the listener must close after shutdown");
     }
 }

@@ -9,6 +9,13 @@
 //! else `AUDIT_HMAC_KEY_FILE`, else `AUDIT_HMAC_KEY` (hex, at least 32 bytes). Without a key
 //! chain HMACs and checkpoint signatures are not checked, and the output says so.
 //!
+//! `caracal audit verify --export FILE...` verifies export files offline with the same verifier
+//! (no database): rows grouped per zone, each zone from genesis when its first row is seq 1,
+//! otherwise as a window.
+//!
+//! `caracal audit export-hourly --dir DIR` runs the Audit service's hourly exporter once
+//! (`caracal_audit::export`): every settled hour after the watermark, under the export lease.
+//!
 //! `caracal audit export --zone Z [--since T] [--until T] [--out FILE|-]` writes the zone's
 //! stored rows as NDJSON, one row per line in `chain_seq` order: the event's wire fields plus
 //! `content_sha256`, `prev_content_sha256`, `chain_hmac`, `chain_seq`, `ingested_at` and
@@ -21,9 +28,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use caracal_core::audit::export::{export_line, verify_export};
 use caracal_core::audit::ledger_verify::verify_ledger;
-use caracal_core::audit::{AuditHmacKey, LedgerRow, VerifyReport};
+use caracal_core::audit::{AuditHmacKey, VerifyReport};
 use caracal_core::backend::postgres::{PgStore, PgStoreOptions};
+use caracal_core::clock::{Clock, SystemClock};
 use caracal_core::store::audit::{AuditLedger, AuditQuery};
 use clap::{Args, Subcommand};
 
@@ -43,6 +52,29 @@ enum AuditAction {
     Verify(VerifyArgs),
     /// Export one zone's rows as NDJSON (chain fields included), in chain order.
     Export(ExportArgs),
+    /// Run the hourly exporter once: every settled hour after the watermark, one NDJSON file
+    /// per hour under DIR (takes the export lease; refuses while a service holds it).
+    ExportHourly(ExportHourlyArgs),
+}
+
+/// Arguments of `caracal audit export-hourly`.
+#[derive(Debug, Args)]
+struct ExportHourlyArgs {
+    /// Postgres URL [env: DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Read the URL from this file (trailing whitespace trimmed) [env: DATABASE_URL_FILE]
+    #[arg(long, value_name = "PATH", conflicts_with = "database_url")]
+    database_url_file: Option<PathBuf>,
+    /// The export root (files land in DIR/audit/YYYY/MM/DD/YYYY-MM-DDTHH.ndjson)
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Seconds after its end an hour counts as settled
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    settle_secs: u64,
+    /// Timeout of the connection and of each query, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout_secs: u64,
 }
 
 /// Rows per page of `caracal audit export`.
@@ -77,6 +109,10 @@ struct ExportArgs {
 /// Arguments of `caracal audit verify`.
 #[derive(Debug, Args)]
 struct VerifyArgs {
+    /// Verify these export files (NDJSON of `caracal audit export` or the hourly exporter,
+    /// read in the order given) offline instead of the database
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["database_url", "database_url_file", "zone"])]
+    export: Vec<PathBuf>,
     /// Postgres URL [env: DATABASE_URL]
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -135,6 +171,7 @@ pub async fn run(args: AuditArgs) -> Result<(), CmdError> {
     match args.action {
         AuditAction::Verify(v) => verify(v).await,
         AuditAction::Export(e) => export(e).await,
+        AuditAction::ExportHourly(e) => export_hourly(e).await,
     }
 }
 
@@ -161,33 +198,6 @@ async fn open_store(url: &str, timeout_secs: u64, name: &str) -> Result<PgStore,
 /// The refusal of a flag that is not an RFC 3339 instant.
 fn bad_instant(flag: &str, text: &str) -> CmdError {
     CmdError::Config(format!("{flag}: {text:?} is not an RFC 3339 instant"))
-}
-
-/// One export line (pure): the event's wire fields plus the chain fields.
-pub fn export_line(row: &LedgerRow) -> Result<String, CmdError> {
-    let fail = |e: serde_json::Error| CmdError::Config(format!("cannot encode a row: {e}"));
-    let mut value = serde_json::to_value(&row.event).map_err(fail)?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(CmdError::Config(
-            "an event did not encode as an object".to_owned(),
-        ));
-    };
-    object.insert("content_sha256".into(), row.content_sha256.clone().into());
-    object.insert(
-        "prev_content_sha256".into(),
-        row.prev_content_sha256.clone().into(),
-    );
-    object.insert("chain_hmac".into(), row.chain_hmac.clone().into());
-    object.insert("chain_seq".into(), row.chain_seq.into());
-    object.insert(
-        "ingested_at".into(),
-        serde_json::to_value(row.ingested_at).map_err(fail)?,
-    );
-    object.insert(
-        "ingest_signature".into(),
-        row.ingest_signature.clone().into(),
-    );
-    serde_json::to_string(&value).map_err(fail)
 }
 
 async fn export(args: ExportArgs) -> Result<(), CmdError> {
@@ -245,7 +255,7 @@ async fn export(args: ExportArgs) -> Result<(), CmdError> {
                 .await
                 .map_err(|e| CmdError::Config(format!("reading the ledger failed: {e}")))?;
             for row in &page {
-                let line = export_line(row)?;
+                let line = export_line(row).map_err(|e| CmdError::Config(e.to_string()))?;
                 writeln!(out, "{line}").map_err(io("writing the export".to_owned()))?;
                 written += 1;
             }
@@ -280,8 +290,72 @@ async fn export(args: ExportArgs) -> Result<(), CmdError> {
     }
 }
 
+async fn export_hourly(args: ExportHourlyArgs) -> Result<(), CmdError> {
+    use caracal_core::backend::postgres::PgLeaderLease;
+    use caracal_core::backend::postgres::store::EXPORT_LEASE_KEY;
+
+    let env = |k: &str| std::env::var(k).ok();
+    let (url, _) = resolve_url(
+        args.database_url.as_deref(),
+        args.database_url_file.as_deref(),
+        env,
+    )?;
+    let store = open_store(&url, args.timeout_secs, "caracal-audit-export").await?;
+    let mut lease = PgLeaderLease::new(store.clone(), EXPORT_LEASE_KEY);
+    let held = lease
+        .try_acquire()
+        .await
+        .map_err(|e| CmdError::Config(format!("cannot take the export lease: {e}")))?;
+    if !held {
+        return Err(CmdError::Config(
+            "another exporter holds the export lease (a running audit service); not exporting"
+                .to_owned(),
+        ));
+    }
+    let mut settings = caracal_audit::export::ExportSettings::new(&args.dir);
+    settings.settle = Duration::from_secs(args.settle_secs);
+    let result = caracal_audit::export::run_tick(&store, &settings, SystemClock.now()).await;
+    lease.release().await;
+    let hours = result.map_err(|e| CmdError::Config(format!("export failed: {e}")))?;
+    for h in &hours {
+        match &h.path {
+            Some(p) if h.already_present => {
+                println!("{}  already exported: {}", h.hour, p.display())
+            }
+            Some(p) => println!("{}  {} rows  {}", h.hour, h.rows, p.display()),
+            None => println!("{}  no rows", h.hour),
+        }
+    }
+    if hours.is_empty() {
+        println!("nothing to export: the watermark is at the newest settled hour");
+    }
+    Ok(())
+}
+
+/// Verify export files offline.
+fn verify_files(
+    files: &[PathBuf],
+    key: Option<&AuditHmacKey>,
+) -> Result<Vec<VerifyReport>, CmdError> {
+    let mut text = String::new();
+    for file in files {
+        let body = std::fs::read_to_string(file)
+            .map_err(|e| CmdError::Config(format!("cannot read {}: {e}", file.display())))?;
+        text.push_str(&body);
+        if !body.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    verify_export(text.lines(), key).map_err(|e| CmdError::Audit(format!("not an export: {e}")))
+}
+
 async fn verify(args: VerifyArgs) -> Result<(), CmdError> {
     let env = |k: &str| std::env::var(k).ok();
+    if !args.export.is_empty() {
+        let key = resolve_key(args.audit_hmac_key_file.as_deref(), env)?;
+        let reports = verify_files(&args.export, key.as_ref())?;
+        return conclude(&reports, key.is_some());
+    }
     let (url, _) = resolve_url(
         args.database_url.as_deref(),
         args.database_url_file.as_deref(),
@@ -310,7 +384,12 @@ async fn verify(args: VerifyArgs) -> Result<(), CmdError> {
     let reports = verify_ledger(&store, args.zone.as_deref(), key.as_ref())
         .await
         .map_err(|e| CmdError::Config(format!("reading the ledger failed: {e}")))?;
-    print!("{}", render(&reports, key.is_some()));
+    conclude(&reports, key.is_some())
+}
+
+/// Print the reports; an error naming the zones with findings.
+fn conclude(reports: &[VerifyReport], keyed: bool) -> Result<(), CmdError> {
+    print!("{}", render(reports, keyed));
     let bad: Vec<&str> = reports
         .iter()
         .filter(|r| !r.is_clean())

@@ -155,11 +155,7 @@ pub async fn serve(
 
     let audit = AuditService::new(
         AuditConfig::dev(),
-        caracal_audit::Backends {
-            streams: streams.clone(),
-            ledger: store.clone(),
-            probe: Arc::new(caracal_audit::backends::AlwaysUp),
-        },
+        caracal_audit::Backends::on_memory_store(streams.clone(), store.clone()),
     )
     .map_err(|e| CmdError::Config(e.to_string()))?;
     let issuer = args

@@ -2,7 +2,7 @@
 //! a [`ChainVerifier`], with the zone's newest checkpoint, so the CLI (`caracal audit verify`)
 //! and the endpoint (`GET /api/audit/verify`) run the same check in constant memory.
 
-use super::{AuditHmacKey, ChainStart, ChainVerifier, VerifyOptions, VerifyReport};
+use super::{AuditHmacKey, ChainHead, ChainStart, ChainVerifier, VerifyOptions, VerifyReport};
 use crate::store::StoreResult;
 use crate::store::audit::AuditLedger;
 
@@ -16,26 +16,43 @@ pub async fn verify_ledger_zone(
     zone_id: &str,
     key: Option<&AuditHmacKey>,
 ) -> StoreResult<VerifyReport> {
-    verify_paged(ledger, zone_id, key, VERIFY_PAGE).await
+    verify_paged(ledger, zone_id, key, None, VERIFY_PAGE).await
+}
+
+/// Verify the rows of a zone after a head verified earlier (the incremental sweep): the first
+/// row must be `head.chain_seq + 1` and link to it; the zone's newest checkpoint is checked
+/// when it lies at or after the head. With no head this is [`verify_ledger_zone`]. The
+/// report's `head` is `None` when no row follows: keep the previous head then.
+pub async fn verify_ledger_zone_after(
+    ledger: &dyn AuditLedger,
+    zone_id: &str,
+    key: Option<&AuditHmacKey>,
+    head: Option<&ChainHead>,
+) -> StoreResult<VerifyReport> {
+    verify_paged(ledger, zone_id, key, head, VERIFY_PAGE).await
 }
 
 async fn verify_paged(
     ledger: &dyn AuditLedger,
     zone_id: &str,
     key: Option<&AuditHmacKey>,
+    head: Option<&ChainHead>,
     page_size: u32,
 ) -> StoreResult<VerifyReport> {
     let checkpoint = ledger.latest_checkpoint(zone_id).await?;
+    let (start, mut after) = match head {
+        Some(h) => (ChainStart::After(h.clone()), h.chain_seq),
+        None => (ChainStart::Genesis, 0i64),
+    };
     let mut verifier = ChainVerifier::new(
         zone_id,
         VerifyOptions {
             key: key.cloned(),
-            start: ChainStart::Genesis,
+            start,
             checkpoint,
             ..VerifyOptions::default()
         },
     );
-    let mut after = 0i64;
     loop {
         let page = ledger.read_chain(zone_id, after, page_size).await?;
         let Some(last_seq) = page.last().map(|r| r.chain_seq) else {
@@ -164,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn pages_cover_every_row() {
         for page in [1, 2, 3, 10, 11] {
-            let r = verify_paged(&Rows(chain(10)), "z", None, page)
+            let r = verify_paged(&Rows(chain(10)), "z", None, None, page)
                 .await
                 .unwrap();
             assert!(r.is_clean(), "page {page}: {r:?}");
@@ -180,11 +197,29 @@ mod tests {
         copy.event.id = "forged".into();
         rows.insert(3, copy);
         for page in [2, 3, 4, 100] {
-            let r = verify_paged(&Rows(rows.clone()), "z", None, page)
+            let r = verify_paged(&Rows(rows.clone()), "z", None, None, page)
                 .await
                 .unwrap();
             assert_eq!(r.rows_checked, 7, "page {page}: {r:?}");
             assert_eq!(r.duplicate_seqs, 1, "page {page}: {r:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_incremental_run_continues_from_a_verified_head() {
+        let rows = chain(10);
+        let head = rows[5].head();
+        let r = verify_paged(&Rows(rows.clone()), "z", None, Some(&head), 3)
+            .await
+            .unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!((r.rows_checked, r.first_seq), (4, Some(7)));
+        // A head that the stored rows no longer continue is a break.
+        let mut forged = head.clone();
+        forged.content_sha256 = "0".repeat(64);
+        let r = verify_paged(&Rows(rows), "z", None, Some(&forged), 3)
+            .await
+            .unwrap();
+        assert_eq!(r.chain_breaks, 1, "{r:?}");
     }
 }

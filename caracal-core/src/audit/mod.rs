@@ -31,12 +31,14 @@
 //! - [`ingest`]: the `audit-ingestor` handler (outcome table, batching per zone, checkpoints)
 //!   and DLQ replay.
 //! - [`ledger_verify`]: the verifier run over a stored ledger (CLI and endpoint).
+//! - [`export`]: NDJSON export lines, the hourly plan and the offline export verifier.
 //! - [`sink`]: the [`AuditSink`](sink::AuditSink) seam decisions are emitted through.
 //! - [`emitter`]: the production sink (buffer, stream delivery, disk spill and replay).
 
 pub mod chain;
 pub mod emitter;
 pub mod event;
+pub mod export;
 pub mod hash;
 pub mod ingest;
 pub mod jsonb;

@@ -125,6 +125,26 @@ pub trait AuditLedger: Send + Sync {
     async fn latest_checkpoint(&self, zone_id: &str) -> StoreResult<Option<ChainCheckpoint>>;
 }
 
+/// What the hourly exporter reads and writes (reference §2.10): rows by ingest time and one
+/// watermark per exporter. A trait of its own so ledgers that never export (test doubles) need
+/// not implement it.
+#[async_trait]
+pub trait AuditExportStore: Send + Sync {
+    /// Rows with `ingested_at` in `[from, until)`, ordered by `(zone_id, chain_seq)`, strictly
+    /// after the keyset position `after` = `(zone_id, chain_seq)` when given, at most `limit`.
+    async fn read_ingest_window(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>>;
+    /// The last hour exporter `name` completed.
+    async fn export_watermark(&self, name: &str) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Record that exporter `name` completed `hour` (upsert).
+    async fn set_export_watermark(&self, name: &str, hour: DateTime<Utc>) -> StoreResult<()>;
+}
+
 /// An event checked and converted to its stored form, ready to link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedEvent {

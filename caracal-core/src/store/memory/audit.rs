@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::{MemoryStore, lock};
 use crate::audit::{AuditHmacKey, ChainCheckpoint, ChainHead, LedgerRow, ReplayVerdict};
 use crate::store::audit::{
-    ALERT_CONTENT_MISMATCH, AppendOutcome, AuditLedger, AuditQuery, IncomingEvent, IngestAlert,
-    PreparedEvent, prepare_batch,
+    ALERT_CONTENT_MISMATCH, AppendOutcome, AuditExportStore, AuditLedger, AuditQuery,
+    IncomingEvent, IngestAlert, PreparedEvent, prepare_batch,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -24,6 +24,8 @@ pub(super) struct Tables {
     alerts: Vec<IngestAlert>,
     /// zone → seq → checkpoint.
     checkpoints: HashMap<String, BTreeMap<i64, ChainCheckpoint>>,
+    /// exporter → last exported hour.
+    watermarks: HashMap<String, DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -191,5 +193,53 @@ impl AuditLedger for MemoryStore {
             .get(zone_id)
             .and_then(|m| m.last_key_value())
             .map(|(_, cp)| cp.clone()))
+    }
+}
+
+#[async_trait]
+impl AuditExportStore for MemoryStore {
+    async fn read_ingest_window(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>> {
+        if limit == 0 {
+            return Err(StoreError::Invalid("limit must be at least 1".into()));
+        }
+        let t = lock(&self.inner.audit);
+        let mut zones: Vec<&String> = t.chains.keys().collect();
+        zones.sort();
+        let mut out = Vec::new();
+        for zone in zones {
+            let Some(rows) = t.chains.get(zone) else {
+                continue;
+            };
+            for row in rows {
+                let past = match after {
+                    Some((z, seq)) => (zone.as_str(), row.chain_seq) > (z, seq),
+                    None => true,
+                };
+                if past && row.ingested_at >= from && row.ingested_at < until {
+                    out.push(row.clone());
+                    if out.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn export_watermark(&self, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(lock(&self.inner.audit).watermarks.get(name).copied())
+    }
+
+    async fn set_export_watermark(&self, name: &str, hour: DateTime<Utc>) -> StoreResult<()> {
+        lock(&self.inner.audit)
+            .watermarks
+            .insert(name.to_owned(), hour);
+        Ok(())
     }
 }

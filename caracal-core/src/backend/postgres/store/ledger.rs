@@ -20,8 +20,8 @@ use crate::audit::{
     AuditEvent, AuditHmacKey, ChainCheckpoint, ChainHead, JsonText, LedgerRow, ReplayVerdict,
 };
 use crate::store::audit::{
-    ALERT_CONTENT_MISMATCH, AppendOutcome, AuditLedger, AuditQuery, IncomingEvent, IngestAlert,
-    PreparedEvent, prepare_batch,
+    ALERT_CONTENT_MISMATCH, AppendOutcome, AuditExportStore, AuditLedger, AuditQuery,
+    IncomingEvent, IngestAlert, PreparedEvent, prepare_batch,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -144,7 +144,15 @@ impl AuditLedger for PgStore {
             // the head read below cannot move before our rows are linked onto it.
             tx.exec("SELECT pg_advisory_xact_lock(hashtext($1))", &[&zone_id])
                 .await?;
-            let now: DateTime<Utc> = col(&tx.row("SELECT now()", &[]).await?, "clock", "now")?;
+            // The ingest time is read after the lock (not the transaction's start time, as the
+            // reference does): a later append to this zone starts after this one committed,
+            // so per zone `ingested_at` follows `chain_seq` and an export by ingest hour holds
+            // contiguous runs of each chain (audit::export).
+            let now: DateTime<Utc> = col(
+                &tx.row("SELECT clock_timestamp() AS now", &[]).await?,
+                "clock",
+                "now",
+            )?;
             let mut head = tx
                 .row_opt(
                     "SELECT content_sha256, chain_seq FROM audit_events WHERE zone_id = $1 \
@@ -361,6 +369,69 @@ impl AuditLedger for PgStore {
             .await?
             .map(|r| checkpoint(&r))
             .transpose()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditExportStore for PgStore {
+    async fn read_ingest_window(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>> {
+        if limit == 0 {
+            return Err(StoreError::Invalid("limit must be at least 1".into()));
+        }
+        let (after_zone, after_seq) = match after {
+            Some((z, s)) => (Some(z), s),
+            None => (None, 0),
+        };
+        self.bounded("audit_read_ingest_window", async {
+            let conn = self.conn().await?;
+            let rows = conn
+                .rows(
+                    select_rows!(
+                        "WHERE ingested_at >= $1 AND ingested_at < $2 \
+                           AND ($3::text IS NULL OR (zone_id, chain_seq) > ($3::text, $4::bigint)) \
+                         ORDER BY zone_id, chain_seq, occurred_at, id LIMIT $5"
+                    ),
+                    &[&from, &until, &after_zone, &after_seq, &i64::from(limit)],
+                )
+                .await?;
+            all(&rows, ledger_row)
+        })
+        .await
+    }
+
+    async fn export_watermark(&self, name: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        self.bounded("audit_export_watermark", async {
+            let conn = self.conn().await?;
+            conn.row_opt(
+                "SELECT last_exported_hour FROM audit_export_watermark WHERE name = $1",
+                &[&name],
+            )
+            .await?
+            .map(|r| col(&r, "audit_export_watermark", "last_exported_hour"))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_export_watermark(&self, name: &str, hour: DateTime<Utc>) -> StoreResult<()> {
+        self.bounded("audit_set_export_watermark", async {
+            let conn = self.conn().await?;
+            conn.exec(
+                "INSERT INTO audit_export_watermark (name, last_exported_hour, updated_at) \
+                 VALUES ($1, $2, now()) ON CONFLICT (name) DO UPDATE \
+                 SET last_exported_hour = EXCLUDED.last_exported_hour, updated_at = now()",
+                &[&name, &hour],
+            )
+            .await?;
+            Ok(())
         })
         .await
     }
