@@ -21,3 +21,10 @@ ALTER TABLE coordinator_idempotency_receipts
 
 ALTER TABLE approvals
     ADD COLUMN approver_session_id text;
+
+-- * delegation_edges_retired: the retention cleaner deletes revoked / expired edges retired
+--   (revoked_at, or expires_at for an expired edge) more than 90 days ago; the baseline's
+--   edge indexes cover active edges only.
+
+CREATE INDEX delegation_edges_retired ON delegation_edges (COALESCE(revoked_at, expires_at))
+    WHERE status IN ('revoked', 'expired');

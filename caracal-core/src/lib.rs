@@ -42,6 +42,7 @@ pub mod coordinator;
 pub mod error;
 pub mod exchange;
 pub mod ids;
+pub mod jobs;
 pub mod mandate;
 pub mod model;
 pub mod policy;

@@ -46,6 +46,8 @@ pub enum EdgeEvent {
     Create,
     /// Edges were revoked.
     Revoke,
+    /// Edges reached their expiry and were marked `expired` (the retention cleaner).
+    Expire,
 }
 
 impl EdgeEvent {
@@ -54,6 +56,7 @@ impl EdgeEvent {
         match self {
             EdgeEvent::Create => "edge_create",
             EdgeEvent::Revoke => "edge_revoke",
+            EdgeEvent::Expire => "edge_expire",
         }
     }
 }

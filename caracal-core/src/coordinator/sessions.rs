@@ -707,7 +707,9 @@ impl Coordinator {
         Ok(n)
     }
 
-    async fn suspend_in(
+    /// Suspend `root`'s active subtree inside `tx` and enqueue its events (the path of
+    /// [`Self::suspend`], also run by the lease sweeper of [`crate::jobs`]).
+    pub(crate) async fn suspend_in(
         &self,
         tx: &mut dyn CoordinatorTx,
         root: &Session,

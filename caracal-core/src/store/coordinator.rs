@@ -88,7 +88,26 @@ pub struct IdempotencyReceipt {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A row named by its zone: what the cross-zone sweeps of [`crate::jobs`] find, before they
+/// open that zone's unit of work to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneRef {
+    /// The row's zone.
+    pub zone_id: String,
+    /// The session or edge id.
+    pub id: String,
+}
+
 /// Sessions, edges, epochs and receipts.
+///
+/// ## Sweep and retention methods
+///
+/// The `*_due` finders read across every zone without a lock: their answer is a candidate
+/// list, and a sweeper re-reads each candidate inside its zone's unit of work before acting
+/// (another replica, or a request, may have changed it in between). The `purge_*` methods
+/// delete only rows no live operation reads or writes any more (terminal, old, childless),
+/// in bounded batches; each returns how many rows it deleted, so a caller repeats while a
+/// batch comes back full.
 #[async_trait]
 pub trait CoordinatorStore: Send + Sync {
     /// Begin a unit of work on `zone_id`, waiting for any other unit of work on that zone.
@@ -113,6 +132,28 @@ pub trait CoordinatorStore: Send + Sync {
         session_id: &str,
         inbound: bool,
     ) -> StoreResult<Vec<DelegationEdge>>;
+    /// Task sessions of every zone, active or suspended, whose TTL ran out at `now`
+    /// (`started_at + ttl_seconds <= now`, the instant [`Session::is_live`] turns false),
+    /// earliest start first, at most `limit` (at least 1).
+    async fn expired_tasks_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>>;
+    /// Active service sessions of every zone whose lease lapsed at `now`
+    /// (`heartbeat_deadline_at <= now`), earliest deadline first, at most `limit`.
+    async fn lapsed_leases_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>>;
+    /// Edges of every zone still `active` but expired at `now` (`expires_at <= now`),
+    /// earliest expiry first, at most `limit`.
+    async fn expired_edges_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>>;
+    /// Delete at most `limit` `revoked` or `expired` edges retired before `before` (their
+    /// `revoked_at`, or `expires_at` for an expired edge) that no `active` edge names as its
+    /// parent. Edges that named a deleted edge as parent keep a `NULL` parent. Returns the
+    /// count deleted.
+    async fn purge_retired_edges(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
+    /// Delete at most `limit` `terminated` or `expired` sessions whose `terminated_at` is
+    /// before `before`, that have no child session (any status) and no `active` edge at
+    /// either end. Their (non-active) edges go with them. Returns the count deleted.
+    async fn purge_retired_sessions(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
+    /// Delete at most `limit` idempotency receipts expired at `now` (`expires_at <= now`).
+    /// Returns the count deleted.
+    async fn purge_expired_receipts(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
 }
 
 /// A per-zone unit of work. Dropping it without committing rolls everything back.

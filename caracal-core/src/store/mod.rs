@@ -40,6 +40,7 @@
 //! - [`keys`]: zone signing keys (sealed).
 //! - [`outbox`]: the transactional outbox.
 //! - [`ephemeral`]: expiring keys for single-use ids, nonces and rate windows.
+//! - [`leader`]: one leader per background job across replicas (try-locks per job name).
 //! - [`memory`]: the in-memory implementation of all of the above.
 
 pub mod approvals;
@@ -49,6 +50,7 @@ pub mod coordinator;
 pub mod directory;
 pub mod ephemeral;
 pub mod keys;
+pub mod leader;
 pub mod memory;
 pub mod outbox;
 pub mod policy;

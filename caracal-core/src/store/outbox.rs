@@ -116,4 +116,8 @@ pub trait OutboxStore: Send + Sync {
     async fn outbox_stats(&self, now: DateTime<Utc>) -> StoreResult<OutboxStats>;
     /// Bring a dead row back to pending with zero attempts; `NotFound` if it is not dead.
     async fn requeue_dead(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Delete at most `limit` rows dispatched before `before` (the retention cleaner). Pending
+    /// and dead rows are never deleted. Returns the count deleted (at least 1 is required of
+    /// `limit`).
+    async fn purge_dispatched(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
 }

@@ -43,6 +43,7 @@
 //! per command.
 
 pub mod consumer;
+pub mod dedupe;
 mod fields;
 mod id;
 mod memory;

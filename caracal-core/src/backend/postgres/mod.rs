@@ -10,6 +10,6 @@ pub mod migrate;
 pub mod store;
 
 pub use store::{
-    PgClock, PgConnection, PgCoordinatorTx, PgLeaderLease, PgManager, PgPool, PgStore,
-    PgStoreOptions, RetentionReport,
+    PgClock, PgConnection, PgCoordinatorTx, PgLeaderLease, PgLeaderLock, PgManager, PgPool,
+    PgStore, PgStoreOptions, RetentionReport,
 };

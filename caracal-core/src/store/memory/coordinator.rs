@@ -22,10 +22,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{MemoryStore, lock};
-use crate::model::delegation::DelegationEdge;
-use crate::model::session::Session;
+use crate::model::delegation::{DelegationEdge, EdgeStatus};
+use crate::model::session::{Lifecycle, Session, SessionStatus};
 use crate::store::coordinator::{
-    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation, SessionFilter,
+    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation,
+    SessionFilter, ZoneRef,
 };
 use crate::store::outbox::OutboxMessage;
 use crate::store::{Cursor, Page, StoreError, StoreResult};
@@ -90,6 +91,31 @@ fn apply_session_update(to: &mut Session, from: &Session) {
     to.lease_generation = from.lease_generation;
     to.child_count = from.child_count;
     to.max_children = from.max_children;
+}
+
+/// The instant a task's TTL runs out; `None` when it never does (no TTL, or one too large
+/// to add, as [`Session::holds_slot`] reads it).
+fn task_end(s: &Session) -> Option<DateTime<Utc>> {
+    let ttl = chrono::Duration::try_seconds(s.ttl_seconds?)?;
+    s.started_at.checked_add_signed(ttl)
+}
+
+/// When a non-active edge retired: its revocation, or its expiry.
+fn retired_at(e: &DelegationEdge) -> DateTime<Utc> {
+    e.revoked_at.unwrap_or(e.expires_at)
+}
+
+/// Sort `(key, zone, id)` triples and keep the first `limit` as [`ZoneRef`]s.
+fn first_due<K: Ord>(mut due: Vec<(K, String, String)>, limit: u32) -> StoreResult<Vec<ZoneRef>> {
+    if limit == 0 {
+        return Err(StoreError::Invalid("limit must be at least 1".into()));
+    }
+    due.sort();
+    Ok(due
+        .into_iter()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(|(_, zone_id, id)| ZoneRef { zone_id, id })
+        .collect())
 }
 
 /// An outbox message waiting for its unit of work to commit.
@@ -436,6 +462,123 @@ impl CoordinatorTx for MemoryTx {
     }
 }
 
+impl MemoryStore {
+    /// Run `f` on each zone's committed state while holding that zone's unit-of-work lock
+    /// (so the module's invariant holds: only a lock holder changes a zone), until `budget`
+    /// is spent; `f` returns how much it used. Returns the total used.
+    async fn purge_zones(
+        &self,
+        budget: u32,
+        mut f: impl FnMut(&mut Committed, &str, usize) -> usize + Send,
+    ) -> StoreResult<u64> {
+        if budget == 0 {
+            return Err(StoreError::Invalid("limit must be at least 1".into()));
+        }
+        let mut left = usize::try_from(budget).unwrap_or(usize::MAX);
+        let zones: Vec<String> = {
+            let committed = lock(&self.inner.coordinator.committed);
+            let mut z: Vec<String> = committed.zones.keys().cloned().collect();
+            z.sort();
+            z
+        };
+        let mut used = 0u64;
+        for zone in zones {
+            if left == 0 {
+                break;
+            }
+            let zone_lock = {
+                let mut locks = lock(&self.inner.coordinator.locks);
+                Arc::clone(locks.entry(zone.clone()).or_default())
+            };
+            let _guard = zone_lock.lock_owned().await;
+            let mut committed = lock(&self.inner.coordinator.committed);
+            let n = f(&mut committed, &zone, left).min(left);
+            left -= n;
+            used += n as u64;
+        }
+        Ok(used)
+    }
+}
+
+/// Delete up to `left` retired edges of `zone` (see `purge_retired_edges`).
+fn purge_edges_in(c: &mut Committed, zone: &str, before: DateTime<Utc>, left: usize) -> usize {
+    let Some(z) = c.zones.get_mut(zone) else {
+        return 0;
+    };
+    let doomed: Vec<String> = z
+        .edges
+        .values()
+        .filter(|e| e.status != EdgeStatus::Active && retired_at(e) < before)
+        .filter(|e| {
+            !z.edges.values().any(|c| {
+                c.status == EdgeStatus::Active && c.parent_edge_id.as_deref() == Some(&e.id)
+            })
+        })
+        .take(left)
+        .map(|e| e.id.clone())
+        .collect();
+    delete_edges(z, &mut c.edge_zone, &doomed);
+    doomed.len()
+}
+
+/// Delete `ids` from a zone, clearing the parent link of edges that named one (Postgres's
+/// `ON DELETE SET NULL`).
+fn delete_edges(z: &mut ZoneData, edge_zone: &mut HashMap<String, String>, ids: &[String]) {
+    for id in ids {
+        z.edges.remove(id);
+        edge_zone.remove(id);
+    }
+    for e in z.edges.values_mut() {
+        if e.parent_edge_id.as_ref().is_some_and(|p| ids.contains(p)) {
+            e.parent_edge_id = None;
+        }
+    }
+}
+
+/// Delete up to `left` retired sessions of `zone` (see `purge_retired_sessions`).
+fn purge_sessions_in(c: &mut Committed, zone: &str, before: DateTime<Utc>, left: usize) -> usize {
+    let Some(z) = c.zones.get_mut(zone) else {
+        return 0;
+    };
+    let mut retired: Vec<(DateTime<Utc>, String)> = z
+        .sessions
+        .values()
+        .filter(|s| s.status.is_terminal() && s.terminated_at.is_some_and(|t| t < before))
+        .filter(|s| {
+            let id = s.agent_session_id.as_str();
+            !z.sessions
+                .values()
+                .any(|c| c.parent_id.as_deref() == Some(id))
+                && !z.edges.values().any(|e| {
+                    e.status == EdgeStatus::Active
+                        && (e.source_session_id == id || e.target_session_id == id)
+                })
+        })
+        .map(|s| {
+            (
+                s.terminated_at.unwrap_or(before),
+                s.agent_session_id.clone(),
+            )
+        })
+        .collect();
+    retired.sort();
+    retired.truncate(left);
+    let ids: Vec<String> = retired.into_iter().map(|(_, id)| id).collect();
+    // Their edges go with them (`ON DELETE CASCADE`).
+    let edges: Vec<String> = z
+        .edges
+        .values()
+        .filter(|e| ids.contains(&e.source_session_id) || ids.contains(&e.target_session_id))
+        .map(|e| e.id.clone())
+        .collect();
+    delete_edges(z, &mut c.edge_zone, &edges);
+    for id in &ids {
+        z.sessions.remove(id);
+        c.session_zone.remove(id);
+    }
+    ids.len()
+}
+
 #[async_trait]
 impl CoordinatorStore for MemoryStore {
     async fn begin(&self, zone_id: &str) -> StoreResult<Box<dyn CoordinatorTx>> {
@@ -542,5 +685,88 @@ impl CoordinatorStore for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn expired_tasks_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>> {
+        let committed = lock(&self.inner.coordinator.committed);
+        let due = committed
+            .zones
+            .iter()
+            .flat_map(|(zone, z)| {
+                z.sessions.values().filter_map(move |s| {
+                    let open = matches!(s.status, SessionStatus::Active | SessionStatus::Suspended);
+                    (s.lifecycle == Lifecycle::Task
+                        && open
+                        && task_end(s).is_some_and(|e| e <= now))
+                    .then(|| (s.started_at, zone.clone(), s.agent_session_id.clone()))
+                })
+            })
+            .collect();
+        first_due(due, limit)
+    }
+
+    async fn lapsed_leases_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>> {
+        let committed = lock(&self.inner.coordinator.committed);
+        let due = committed
+            .zones
+            .iter()
+            .flat_map(|(zone, z)| {
+                z.sessions.values().filter_map(move |s| {
+                    let deadline = s.heartbeat_deadline_at?;
+                    (s.lifecycle == Lifecycle::Service
+                        && s.status == SessionStatus::Active
+                        && deadline <= now)
+                        .then(|| (deadline, zone.clone(), s.agent_session_id.clone()))
+                })
+            })
+            .collect();
+        first_due(due, limit)
+    }
+
+    async fn expired_edges_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>> {
+        let committed = lock(&self.inner.coordinator.committed);
+        let due = committed
+            .zones
+            .iter()
+            .flat_map(|(zone, z)| {
+                z.edges
+                    .values()
+                    .filter(move |e| e.status == EdgeStatus::Active && e.expires_at <= now)
+                    .map(move |e| (e.expires_at, zone.clone(), e.id.clone()))
+            })
+            .collect();
+        first_due(due, limit)
+    }
+
+    async fn purge_retired_edges(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.purge_zones(limit, |c, zone, left| purge_edges_in(c, zone, before, left))
+            .await
+    }
+
+    async fn purge_retired_sessions(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.purge_zones(limit, |c, zone, left| {
+            purge_sessions_in(c, zone, before, left)
+        })
+        .await
+    }
+
+    async fn purge_expired_receipts(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.purge_zones(limit, |c, zone, left| {
+            let Some(z) = c.zones.get_mut(zone) else {
+                return 0;
+            };
+            let doomed: Vec<ReceiptKey> = z
+                .receipts
+                .iter()
+                .filter(|(_, r)| r.expires_at <= now)
+                .take(left)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &doomed {
+                z.receipts.remove(k);
+            }
+            doomed.len()
+        })
+        .await
     }
 }

@@ -36,6 +36,7 @@ mod coordinator;
 mod directory;
 mod ephemeral;
 mod keys;
+mod leader;
 mod outbox;
 mod policy;
 
@@ -47,6 +48,7 @@ use super::{Cursor, Page, PageRequest, StoreError, StoreResult};
 use crate::clock::{SharedClock, SystemClock};
 use crate::ids::{SharedIdGen, UuidV7};
 
+pub use leader::MemoryLeaderLock;
 pub use outbox::DISPATCHED_RETENTION;
 
 /// Every storage trait over process memory.

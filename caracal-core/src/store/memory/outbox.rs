@@ -103,6 +103,30 @@ impl Tables {
         }
     }
 
+    /// Forget at most `limit` rows dispatched strictly before `before`; returns how many.
+    fn purge_before(&mut self, before: DateTime<Utc>, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            let Some((at, id)) = self.dispatched.first().cloned() else {
+                break;
+            };
+            if at >= before {
+                break;
+            }
+            self.dispatched.pop_first();
+            if let Some(row) = self.rows.remove(&id) {
+                if let Some(key) = row.message.dedupe_key {
+                    let slot = (row.message.stream, key);
+                    if self.dedupe.get(&slot) == Some(&id) {
+                        self.dedupe.remove(&slot);
+                    }
+                }
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// Move a pending row out of the pending indexes (it was published or given up on).
     fn leave_pending(&mut self, row: &OutboxRow) {
         self.pending.remove(&(row.created_at, row.id.clone()));
@@ -245,5 +269,14 @@ impl OutboxStore for MemoryStore {
         t.pending.insert((created_at, id.to_owned()));
         t.ready.insert((now, id.to_owned()));
         Ok(())
+    }
+
+    async fn purge_dispatched(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        if limit == 0 {
+            return Err(StoreError::Invalid("limit must be at least 1".into()));
+        }
+        let mut t = lock(&self.inner.outbox);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(t.purge_before(before, limit) as u64)
     }
 }

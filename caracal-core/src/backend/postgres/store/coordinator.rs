@@ -40,7 +40,8 @@ use super::{PgStore, bounded_by, changed};
 use crate::model::delegation::DelegationEdge;
 use crate::model::session::Session;
 use crate::store::coordinator::{
-    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation, SessionFilter,
+    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation,
+    SessionFilter, ZoneRef,
 };
 use crate::store::outbox::OutboxMessage;
 use crate::store::{Cursor, Page, StoreError, StoreResult};
@@ -178,6 +179,102 @@ fn receipt(row: &Row) -> StoreResult<IdempotencyReceipt> {
         created_at: col(row, E, "created_at")?,
         expires_at: col(row, E, "expires_at")?,
     })
+}
+
+fn zone_ref(row: &Row) -> StoreResult<ZoneRef> {
+    Ok(ZoneRef {
+        zone_id: col(row, "sweep", "zone_id")?,
+        id: col(row, "sweep", "id")?,
+    })
+}
+
+/// Task sessions past their TTL, every zone (index `sessions_task_ttl`).
+const EXPIRED_TASKS_DUE: &str = "SELECT zone_id, id FROM sessions \
+     WHERE lifecycle = 'task' AND status IN ('active', 'suspended') \
+       AND started_at + ttl_seconds * interval '1 second' <= $1 \
+     ORDER BY started_at, id LIMIT $2";
+
+/// Active service sessions past their lease (index `sessions_service_lease`).
+const LAPSED_LEASES_DUE: &str = "SELECT zone_id, id FROM sessions \
+     WHERE lifecycle = 'service' AND status = 'active' AND heartbeat_deadline_at <= $1 \
+     ORDER BY heartbeat_deadline_at, id LIMIT $2";
+
+/// Active edges past expiry (index `delegation_edges_expiry`).
+const EXPIRED_EDGES_DUE: &str = "SELECT zone_id, id FROM delegation_edges \
+     WHERE status = 'active' AND expires_at <= $1 \
+     ORDER BY expires_at, id LIMIT $2";
+
+// The purges lock the rows they pick (`FOR UPDATE SKIP LOCKED`, re-checking the `WHERE` on
+// a row changed meanwhile), so two cleaners never fight over a row and a row a unit of work
+// just changed is judged on its new version.
+
+/// Retired edges no active edge descends from (index `delegation_edges_retired`).
+const PURGE_RETIRED_EDGES: &str = "WITH doomed AS ( \
+       SELECT e.zone_id, e.id FROM delegation_edges e \
+        WHERE e.status IN ('revoked', 'expired') \
+          AND COALESCE(e.revoked_at, e.expires_at) < $1 \
+          AND NOT EXISTS (SELECT 1 FROM delegation_edges c \
+                           WHERE c.zone_id = e.zone_id AND c.parent_edge_id = e.id \
+                             AND c.status = 'active') \
+        ORDER BY COALESCE(e.revoked_at, e.expires_at), e.id LIMIT $2 \
+        FOR UPDATE OF e SKIP LOCKED) \
+     DELETE FROM delegation_edges d USING doomed \
+      WHERE d.zone_id = doomed.zone_id AND d.id = doomed.id";
+
+/// Retired childless sessions without an active edge (index
+/// `sessions_terminal_retention_idx`); their edges cascade.
+const PURGE_RETIRED_SESSIONS: &str = "WITH doomed AS ( \
+       SELECT s.zone_id, s.id FROM sessions s \
+        WHERE s.status IN ('terminated', 'expired') AND s.terminated_at < $1 \
+          AND NOT EXISTS (SELECT 1 FROM sessions c \
+                           WHERE c.zone_id = s.zone_id AND c.parent_id = s.id) \
+          AND NOT EXISTS (SELECT 1 FROM delegation_edges e \
+                           WHERE e.zone_id = s.zone_id AND e.status = 'active' \
+                             AND (e.source_session_id = s.id OR e.target_session_id = s.id)) \
+        ORDER BY s.terminated_at, s.id LIMIT $2 \
+        FOR UPDATE OF s SKIP LOCKED) \
+     DELETE FROM sessions d USING doomed \
+      WHERE d.zone_id = doomed.zone_id AND d.id = doomed.id";
+
+/// Expired receipts (index `idempotency_receipts_expiry`).
+const PURGE_EXPIRED_RECEIPTS: &str = "WITH doomed AS ( \
+       SELECT operation, zone_id, scope_id, key_digest FROM coordinator_idempotency_receipts \
+        WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+     DELETE FROM coordinator_idempotency_receipts r USING doomed \
+      WHERE r.operation = doomed.operation AND r.zone_id = doomed.zone_id \
+        AND r.scope_id = doomed.scope_id AND r.key_digest = doomed.key_digest";
+
+impl PgStore {
+    /// Run one sweep finder (`$1` = now, `$2` = limit).
+    async fn due(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        now: DateTime<Utc>,
+        n: u32,
+    ) -> StoreResult<Vec<ZoneRef>> {
+        self.bounded(what, async {
+            let conn = self.conn().await?;
+            let rows = conn.rows(sql, &[&now, &limit(n)?]).await?;
+            all(&rows, zone_ref)
+        })
+        .await
+    }
+
+    /// Run one purge (`$1` = cutoff, `$2` = limit); the count deleted.
+    async fn purge(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        cutoff: DateTime<Utc>,
+        n: u32,
+    ) -> StoreResult<u64> {
+        self.bounded(what, async {
+            let conn = self.conn().await?;
+            conn.exec(sql, &[&cutoff, &limit(n)?]).await
+        })
+        .await
+    }
 }
 
 /// A milliseconds setting value (`lock_timeout`, `idle_in_transaction_session_timeout`);
@@ -320,6 +417,41 @@ impl CoordinatorStore for PgStore {
             all(&rows, edge)
         })
         .await
+    }
+
+    async fn expired_tasks_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>> {
+        self.due("expired_tasks_due", EXPIRED_TASKS_DUE, now, limit)
+            .await
+    }
+
+    async fn lapsed_leases_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>> {
+        self.due("lapsed_leases_due", LAPSED_LEASES_DUE, now, limit)
+            .await
+    }
+
+    async fn expired_edges_due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<ZoneRef>> {
+        self.due("expired_edges_due", EXPIRED_EDGES_DUE, now, limit)
+            .await
+    }
+
+    async fn purge_retired_edges(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.purge("purge_retired_edges", PURGE_RETIRED_EDGES, before, limit)
+            .await
+    }
+
+    async fn purge_retired_sessions(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.purge(
+            "purge_retired_sessions",
+            PURGE_RETIRED_SESSIONS,
+            before,
+            limit,
+        )
+        .await
+    }
+
+    async fn purge_expired_receipts(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.purge("purge_expired_receipts", PURGE_EXPIRED_RECEIPTS, now, limit)
+            .await
     }
 }
 

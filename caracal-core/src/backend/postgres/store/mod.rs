@@ -17,6 +17,7 @@
 //!   ([`PgCoordinatorTx`]);
 //! - `ledger.rs`: the audit ledger (per-zone advisory lock, shared chain rule);
 //! - `retention.rs`: monthly ledger partitions, retention, and [`PgLeaderLease`];
+//! - `leader.rs`: [`PgLeaderLock`], the job leader locks of [`crate::jobs`] on [`PgLeaderLease`];
 //! - `rows.rs`: panic-free row decoding; `error.rs`: the error mapping.
 //!
 //! ## Rules every statement follows
@@ -61,6 +62,7 @@ mod coordinator;
 mod directory;
 mod error;
 mod keys;
+mod leader;
 mod ledger;
 mod outbox;
 mod policy;
@@ -77,6 +79,7 @@ use chrono::{DateTime, Utc};
 
 pub use conn::{PgConnection, PgManager};
 pub use coordinator::PgCoordinatorTx;
+pub use leader::PgLeaderLock;
 pub use retention::{
     DEFAULT_RETENTION_DAYS, EXPORT_LEASE_KEY, LEASE_PROBE_TIMEOUT, PARTITION_MONTHS_AHEAD,
     PgLeaderLease, RETENTION_LEASE_KEY, RetentionReport, partition_month_end,

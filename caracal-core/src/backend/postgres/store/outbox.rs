@@ -294,4 +294,23 @@ impl OutboxStore for PgStore {
         })
         .await
     }
+
+    async fn purge_dispatched(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+        self.bounded("outbox purge_dispatched", async {
+            if limit == 0 {
+                return Err(StoreError::Invalid("limit must be at least 1".to_owned()));
+            }
+            let conn = self.conn().await?;
+            // Index `outbox_dispatched`; pending and dead rows have no `dispatched_at`.
+            conn.exec(
+                "WITH doomed AS ( \
+                   SELECT id FROM outbox WHERE dispatched_at < $1 \
+                    ORDER BY dispatched_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 DELETE FROM outbox o USING doomed WHERE o.id = doomed.id",
+                &[&before, &i64::from(limit)],
+            )
+            .await
+        })
+        .await
+    }
 }
