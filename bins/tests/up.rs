@@ -108,3 +108,125 @@ async fn up_serves_sts_and_audit_until_sigterm() {
     assert!(out.contains(&format!("http://127.0.0.1:{sts}")), "{out}");
     assert!(out.contains(token.trim()), "{out}");
 }
+
+async fn send(port: u16, method: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    (text.split(' ').nth(1).unwrap().parse().unwrap(), text)
+}
+
+/// Start `caracal up` with `extra` arguments; wait for the STS to be ready.
+async fn start(dir: &std::path::Path, offset: u16, extra: &[&str]) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caracal"))
+        .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if let Some((200, _)) = get(8080 + offset, "/ready").await {
+            return child;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("caracal up exited early ({status:?}): {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    panic!("caracal up never became ready");
+}
+
+async fn stop(mut child: std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "{s:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    panic!("caracal up did not stop within 30 s of SIGTERM");
+}
+
+/// With `--database-url` and `--redis-url`, `up` migrates, provisions the stream groups and
+/// keeps its state in Postgres: a zone created before a restart is there after it, and the
+/// development keys (KEK, HMAC keys) are reused from the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_postgres_and_redis_keeps_state_across_restarts() {
+    let Some(pg) = caracal_test_support::postgres_or_skip("up_on_postgres_and_redis") else {
+        return;
+    };
+    let Some(redis) = caracal_test_support::redis_or_skip("up_on_postgres_and_redis") else {
+        return;
+    };
+    let db = pg.create_database("up_durable").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let offset: u16 = 21_000 + (std::process::id() % 20_000) as u16;
+    let durable = ["--database-url", db.as_str(), "--redis-url", &redis.url()];
+    let durable: Vec<&str> = durable.iter().map(|s| &**s).collect();
+
+    let child = start(dir.path(), offset, &durable).await;
+    let token = std::fs::read_to_string(dir.path().join("bootstrap-admin-token")).unwrap();
+    let keys = std::fs::read_to_string(dir.path().join("dev-keys.json")).unwrap();
+    let (status, body) = send(
+        3000 + offset,
+        "POST",
+        "/v1/zones",
+        token.trim(),
+        r#"{"name":"durable-zone"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // The stream groups were provisioned on the real Redis.
+    let (status, body) = get(9090 + offset, "/ready").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    stop(child).await;
+
+    let child = start(dir.path(), offset, &durable).await;
+    let (status, body) = send(3000 + offset, "GET", "/v1/zones", token.trim(), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("durable-zone"), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dev-keys.json")).unwrap(),
+        keys,
+        "the dev keys are reused"
+    );
+    stop(child).await;
+
+    // Only one of the two URLs is refused with a message naming the other.
+    let out = Command::new(env!("CARGO_BIN_EXE_caracal"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--database-url", db.as_str()])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--redis-url"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

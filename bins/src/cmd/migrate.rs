@@ -134,12 +134,41 @@ pub async fn run(args: MigrateArgs) -> Result<(), CmdError> {
     config.connect_timeout(Duration::from_secs(args.connect_timeout_secs.max(1)));
     config.application_name("caracal-migrate");
 
-    let mut client = connect(&config, &url, Duration::from_secs(args.wait_secs)).await?;
-    let migrator =
-        Migrator::embedded()?.with_lock_timeout(Duration::from_secs(args.lock_timeout_secs));
-    let report = migrator.run(&mut client).await?;
+    let report = migrate_with(
+        &config,
+        &url,
+        Duration::from_secs(args.wait_secs),
+        Duration::from_secs(args.lock_timeout_secs),
+    )
+    .await?;
     print!("{}", render(&report));
     Ok(())
+}
+
+/// Apply the embedded migrations to the database at `url` (as `caracal migrate` does, with
+/// its defaults): `caracal up` with Postgres migrates first.
+pub async fn migrate_url(url: &str) -> Result<MigrationReport, CmdError> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        CmdError::Config(format!(
+            "invalid database URL {}: {}",
+            redact(url),
+            with_cause(&e)
+        ))
+    })?;
+    config.connect_timeout(Duration::from_secs(10));
+    config.application_name("caracal-up-migrate");
+    migrate_with(&config, url, Duration::from_secs(30), Duration::from_secs(60)).await
+}
+
+async fn migrate_with(
+    config: &tokio_postgres::Config,
+    url: &str,
+    wait: Duration,
+    lock_timeout: Duration,
+) -> Result<MigrationReport, CmdError> {
+    let mut client = connect(config, url, wait).await?;
+    let migrator = Migrator::embedded()?.with_lock_timeout(lock_timeout);
+    Ok(migrator.run(&mut client).await?)
 }
 
 /// Connect, retrying until `wait` has passed (each attempt bounded by the connect timeout).

@@ -39,6 +39,88 @@ pub struct UpArgs {
     /// The Admin API bootstrap token (at least 32 characters); generated when unset.
     #[arg(long, env = "CARACAL_BOOTSTRAP_ADMIN_TOKEN", hide_env_values = true)]
     pub bootstrap_admin_token: Option<String>,
+    /// Run on Postgres at this URL instead of the in-memory store (with --redis-url);
+    /// migrated first.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Run on Redis at this URL instead of the in-process streams (with --database-url);
+    /// groups provisioned first.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+}
+
+/// The development keys of a durable `caracal up` (Postgres and Redis outlive the process, so
+/// the KEK that seals secrets and the HMAC keys must too): generated once into
+/// `<data_dir>/dev-keys.json` (0600) and reused. The in-memory default generates fresh ones.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DevKeys {
+    kek: String,
+    streams: String,
+    audit: String,
+    gateway: String,
+    receipts: String,
+}
+
+impl DevKeys {
+    fn generate() -> Result<Self, CmdError> {
+        let hex = || {
+            caracal_core::secrets::envelope::Kek::generate_hex()
+                .map_err(|e| CmdError::Config(e.to_string()))
+        };
+        Ok(Self {
+            kek: hex()?,
+            streams: hex()?,
+            audit: hex()?,
+            gateway: hex()?,
+            receipts: hex()?,
+        })
+    }
+
+    fn load_or_create(data_dir: &std::path::Path) -> Result<Self, CmdError> {
+        let path = data_dir.join("dev-keys.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text).map_err(|e| {
+                CmdError::Config(format!("{} is not a dev key file: {e}", path.display()))
+            });
+        }
+        let keys = Self::generate()?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| CmdError::Config(format!("cannot create {}: {e}", data_dir.display())))?;
+        let text = serde_json::to_string_pretty(&keys)
+            .map_err(|e| CmdError::Config(e.to_string()))?;
+        write_private(&path, &text)
+            .map_err(|e| CmdError::Config(format!("cannot write {}: {e}", path.display())))?;
+        Ok(keys)
+    }
+}
+
+/// Where `up` keeps its state.
+enum Backing {
+    /// The embedded default.
+    Memory,
+    /// Postgres and Redis at these URLs.
+    Durable { database_url: String, redis_url: String },
+}
+
+impl Backing {
+    fn of(args: &UpArgs) -> Result<Self, CmdError> {
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        match (set(&args.database_url), set(&args.redis_url)) {
+            (None, None) => Ok(Self::Memory),
+            (Some(database_url), Some(redis_url)) => Ok(Self::Durable {
+                database_url,
+                redis_url,
+            }),
+            (Some(_), None) => Err(CmdError::Config(
+                "--database-url needs --redis-url too (REDIS_URL): the services share both"
+                    .to_owned(),
+            )),
+            (None, Some(_)) => Err(CmdError::Config(
+                "--redis-url needs --database-url too (DATABASE_URL): the services share both"
+                    .to_owned(),
+            )),
+        }
+    }
 }
 
 /// The bootstrap admin token: the given one, or a fresh one written to
@@ -145,19 +227,12 @@ pub async fn serve(
     ready: impl FnOnce(&str),
 ) -> Result<(), CmdError> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
-    let streams = Arc::new(MemoryStreams::new(clock.clone()));
+    let backing = Backing::of(args)?;
     let sts_port = port(8080, args.port_offset)?;
     let audit_port = port(9090, args.port_offset)?;
     let admin_port = port(3000, args.port_offset)?;
     let coordinator_port = port(4000, args.port_offset)?;
     let token = bootstrap_token(args)?;
-
-    let audit = AuditService::new(
-        AuditConfig::dev(),
-        caracal_audit::Backends::on_memory_store(streams.clone(), store.clone()),
-    )
-    .map_err(|e| CmdError::Config(e.to_string()))?;
     let issuer = args
         .issuer
         .clone()
@@ -166,39 +241,126 @@ pub async fn serve(
     let mut settings =
         StsSettings::dev(issuer.clone(), replay).map_err(|e| CmdError::Config(e.to_string()))?;
     settings.port = sts_port;
-    let keyring = settings.keyring.clone();
-    let admin_stores = caracal_control::AdminStores::from_store(store.clone());
-    let coordinator_store = store.clone();
-    let sts = StsService::new(settings, StsBackends::memory(store, streams))
-        .map_err(|e| CmdError::Config(e.to_string()))?;
-    // The Coordinator verifies session mandates with the STS's own key ring. Receipts of
-    // Idempotency-Key are keyed by an HMAC key that lives as long as this in-memory store.
-    let receipt_key = caracal_core::secrets::envelope::Kek::generate_hex()
-        .map_err(|e| CmdError::Config(e.to_string()))?;
-    let coordinator = caracal_control::CoordinatorApi::new(
-        coordinator_store,
-        Arc::clone(sts.sts().keys()),
-        caracal_core::coordinator::IdempotencyKeys::new(receipt_key.into_bytes(), None),
-        caracal_control::CoordinatorSettings::new(issuer),
-        clock.clone(),
-        Arc::new(caracal_core::ids::UuidV7),
-    );
-    // Operator decisions wake the STS long polls and reach the STS audit emitter.
-    let plane = caracal_control::admin::ApprovalPlane {
-        waiters: Arc::clone(sts.sts().waiters()),
-        audit: Arc::clone(sts.sts().audit()),
+    let mut audit_config = AuditConfig::dev();
+    let ids: caracal_core::ids::SharedIdGen = Arc::new(caracal_core::ids::UuidV7);
+
+    let stack = match &backing {
+        Backing::Memory => {
+            let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+            let streams = Arc::new(MemoryStreams::new(clock.clone()));
+            let audit = AuditService::new(
+                audit_config,
+                caracal_audit::Backends::on_memory_store(streams.clone(), store.clone()),
+            )
+            .map_err(|e| CmdError::Config(e.to_string()))?;
+            let receipt_key = caracal_core::secrets::envelope::Kek::generate_hex()
+                .map_err(|e| CmdError::Config(e.to_string()))?;
+            let keyring = settings.keyring.clone();
+            let sts = StsService::new(settings, StsBackends::memory(store.clone(), streams))
+                .map_err(|e| CmdError::Config(e.to_string()))?;
+            Stack::build(
+                store,
+                Arc::new(caracal_core::store::memory::MemoryLeaderLock::new()),
+                sts,
+                audit,
+                keyring,
+                receipt_key,
+                &token,
+                issuer,
+                clock.clone(),
+                ids,
+            )
+        }
+        Backing::Durable {
+            database_url,
+            redis_url,
+        } => {
+            let keys = DevKeys::load_or_create(&args.data_dir)?;
+            super::migrate::migrate_url(database_url).await?;
+            let redis = caracal_core::backend::redis::RedisStreams::connect(
+                &caracal_core::backend::redis::RedisConfig::new(redis_url),
+            )
+            .map_err(|e| CmdError::Connect {
+                url: super::migrate::redact(redis_url),
+                reason: e.to_string(),
+            })?;
+            caracal_core::streams::provision::provision(&redis)
+                .await
+                .map_err(|e| CmdError::Connect {
+                    url: super::migrate::redact(redis_url),
+                    reason: format!("provisioning the stream groups failed: {e}"),
+                })?;
+            let secret = |v: &str| Some(caracal_service::config::Secret::new(v.to_owned()));
+            let bad_key = |what: &str, e: String| CmdError::Config(format!("dev key {what}: {e}"));
+            settings.keyring = Arc::new(
+                caracal_core::secrets::Keyring::from_hex(&keys.kek, None)
+                    .map_err(|e| bad_key("kek", e.to_string()))?,
+            );
+            settings.streams_key =
+                Some(hex::decode(&keys.streams).map_err(|e| bad_key("streams", e.to_string()))?);
+            let audit_key = caracal_core::audit::AuditHmacKey::from_hex(&keys.audit)
+                .map_err(|e| bad_key("audit", e.to_string()))?;
+            settings.audit_key = Some(audit_key.clone());
+            settings.gateway_key = Some(
+                caracal_core::exchange::envelope::GatewayKey::from_hex(&keys.gateway)
+                    .map_err(|e| bad_key("gateway", e.to_string()))?,
+            );
+            settings.database_url = secret(database_url);
+            settings.redis_url = secret(redis_url);
+            audit_config.hmac_key = Some(audit_key);
+            audit_config.database_url = secret(database_url);
+            audit_config.redis_url = secret(redis_url);
+            let connect_error = |e: String| CmdError::Connect {
+                url: super::migrate::redact(database_url),
+                reason: e,
+            };
+            let audit_backends = caracal_audit::Backends::connect(&audit_config)
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+            let audit = AuditService::new(audit_config, audit_backends)
+                .map_err(|e| CmdError::Config(e.to_string()))?;
+            let sts_backends = StsBackends::connect(&settings, clock.clone())
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+            let keyring = settings.keyring.clone();
+            let sts = StsService::new(settings, sts_backends)
+                .map_err(|e| CmdError::Config(e.to_string()))?;
+            let pg = caracal_core::backend::postgres::PgStore::open(
+                database_url,
+                caracal_core::backend::postgres::PgStoreOptions {
+                    application_name: "caracal-up".to_owned(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+            let leader = Arc::new(caracal_core::backend::postgres::PgLeaderLock::new(pg.clone()));
+            Stack::build(
+                Arc::new(pg),
+                leader,
+                sts,
+                audit,
+                keyring,
+                keys.receipts,
+                &token,
+                issuer,
+                clock.clone(),
+                ids,
+            )
+        }
     };
-    let admin = caracal_control::AdminApi::with_plane(
-        admin_stores,
-        keyring,
-        Some(caracal_service::config::Secret::new(token.clone())),
-        clock.clone(),
-        Arc::new(caracal_core::ids::UuidV7),
-        plane,
-    );
+    let Stack {
+        sts,
+        audit,
+        admin,
+        coordinator,
+        jobs,
+    } = stack;
 
     let audit_workers = audit.spawn_workers();
     let sts_workers = sts.spawn_workers();
+    let (jobs_stop, jobs_rx) = tokio::sync::watch::channel(false);
+    let jobs = jobs.spawn(jobs_rx);
     let bind = |p: u16| async move {
         caracal_service::server::bind(p)
             .await
@@ -264,9 +426,96 @@ pub async fn serve(
             tracing::warn!(error = %e, "a server stopped with an error");
         }
     }
+    let _ = jobs_stop.send(true);
+    let _ = tokio::time::timeout(grace, jobs.join()).await;
     sts_workers.shutdown(grace).await;
     audit_workers.shutdown(grace).await;
     Ok(())
+}
+
+/// The services of one `up`, built over one store.
+struct Stack {
+    sts: Arc<StsService>,
+    audit: Arc<AuditService>,
+    admin: Arc<caracal_control::AdminApi>,
+    coordinator: Arc<caracal_control::CoordinatorApi>,
+    jobs: caracal_core::jobs::JobRunner,
+}
+
+impl Stack {
+    /// Wire the Admin API, the Coordinator and its background jobs over `store`, beside the
+    /// STS and Audit services built on the same backing: what the Admin API creates the STS
+    /// serves, and the Coordinator verifies the STS's session mandates with its key ring.
+    #[allow(clippy::too_many_arguments)]
+    fn build<S>(
+        store: Arc<S>,
+        leader: Arc<dyn caracal_core::store::leader::LeaderLock>,
+        sts: Arc<StsService>,
+        audit: Arc<AuditService>,
+        keyring: Arc<caracal_core::secrets::Keyring>,
+        receipt_key: String,
+        token: &str,
+        issuer: String,
+        clock: SharedClock,
+        ids: caracal_core::ids::SharedIdGen,
+    ) -> Self
+    where
+        S: caracal_core::store::directory::ZoneStore
+            + caracal_core::store::directory::ApplicationStore
+            + caracal_core::store::directory::ResourceStore
+            + caracal_core::store::directory::ProviderStore
+            + caracal_core::store::directory::SecretStore
+            + caracal_core::store::directory::AdminTokenStore
+            + caracal_core::store::policy::PolicyStore
+            + caracal_core::store::approvals::ApprovalStore
+            + caracal_core::store::authority::AuthorityStore
+            + caracal_core::store::outbox::OutboxStore
+            + caracal_core::store::coordinator::CoordinatorStore
+            + 'static,
+    {
+        let coordinator = caracal_control::CoordinatorApi::new(
+            store.clone(),
+            Arc::clone(sts.sts().keys()),
+            caracal_core::coordinator::IdempotencyKeys::new(receipt_key.into_bytes(), None),
+            caracal_control::CoordinatorSettings::new(issuer),
+            clock.clone(),
+            ids.clone(),
+        );
+        // Operator decisions wake the STS long polls and reach the STS audit emitter.
+        let plane = caracal_control::admin::ApprovalPlane {
+            waiters: Arc::clone(sts.sts().waiters()),
+            audit: Arc::clone(sts.sts().audit()),
+        };
+        let admin = caracal_control::AdminApi::with_plane(
+            caracal_control::AdminStores::from_store(store.clone()),
+            keyring,
+            Some(caracal_service::config::Secret::new(token.to_owned())),
+            clock.clone(),
+            ids.clone(),
+            plane,
+        );
+        let core = caracal_core::coordinator::Coordinator::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            ids,
+        );
+        let jobs = caracal_core::jobs::JobRunner::new(
+            core,
+            store,
+            leader,
+            clock,
+            caracal_core::jobs::JobsConfig::default(),
+        );
+        Self {
+            sts,
+            audit,
+            admin,
+            coordinator,
+            jobs,
+        }
+    }
 }
 
 #[cfg(test)]
