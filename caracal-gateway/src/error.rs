@@ -1,0 +1,115 @@
+//! The Gateway's errors: [`Deny`], a refusal on the proxy path rendered as the reference error
+//! body (§1.1), and [`GatewayError`], why the service could not start.
+
+use std::borrow::Cow;
+
+use caracal_core::api::ApiError;
+
+/// Which denial counter a pre-flight refusal increments (`caracal_gateway_denials_*_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// Check 1.
+    RevocationStale,
+    /// Check 2.
+    MissingAuth,
+    /// Checks 3, 4.
+    BadBearer,
+    /// Check 5.
+    Expiring,
+    /// Checks 6–9.
+    BadRouting,
+    /// Check 10.
+    PathTraversal,
+    /// Check 11.
+    Signature,
+    /// Check 12.
+    JtiReplay,
+    /// Check 13.
+    Revoked,
+    /// Check 14 and STS failures (counted as `sts_exchange_errors`).
+    Sts,
+}
+
+impl Denial {
+    /// The Prometheus counter name.
+    pub fn counter(self) -> &'static str {
+        match self {
+            Denial::RevocationStale => "caracal_gateway_denials_revocation_stale_total",
+            Denial::MissingAuth => "caracal_gateway_denials_missing_auth_total",
+            Denial::BadBearer => "caracal_gateway_denials_bad_bearer_total",
+            Denial::Expiring => "caracal_gateway_denials_expiring_total",
+            Denial::BadRouting => "caracal_gateway_denials_bad_routing_total",
+            Denial::PathTraversal => "caracal_gateway_denials_path_traversal_total",
+            Denial::Signature => "caracal_gateway_denials_signature_total",
+            Denial::JtiReplay => "caracal_gateway_denials_jti_replay_total",
+            Denial::Revoked => "caracal_gateway_denials_revoked_total",
+            Denial::Sts => "caracal_gateway_sts_exchange_errors_total",
+        }
+    }
+}
+
+/// A refusal on the proxy path: status, `error`, `error_description`, and the counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    /// HTTP status.
+    pub status: u16,
+    /// `error`.
+    pub code: Cow<'static, str>,
+    /// `error_description`.
+    pub description: Cow<'static, str>,
+    /// The denial counter (`None`: post-exchange failures count as `upstream_errors`).
+    pub denial: Option<Denial>,
+}
+
+impl Deny {
+    /// A pre-flight refusal.
+    pub fn new(status: u16, code: &'static str, description: &'static str, denial: Denial) -> Self {
+        Self {
+            status,
+            code: Cow::Borrowed(code),
+            description: Cow::Borrowed(description),
+            denial: Some(denial),
+        }
+    }
+
+    /// A refusal after the exchange (counted as an upstream error, not a denial).
+    pub fn upstream(status: u16, code: &'static str, description: &'static str) -> Self {
+        Self {
+            status,
+            code: Cow::Borrowed(code),
+            description: Cow::Borrowed(description),
+            denial: None,
+        }
+    }
+
+    /// The error body (the request id is added by the renderer).
+    pub fn to_api(&self) -> ApiError {
+        let e = ApiError::new(self.status, self.code.clone().into_owned());
+        if self.description.is_empty() {
+            e
+        } else {
+            e.with_description(self.description.clone().into_owned())
+        }
+    }
+}
+
+/// Why the Gateway could not start or serve. Messages never carry secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] caracal_service::ConfigError),
+    /// A backend (Postgres, Redis) could not be opened.
+    #[error("backend: {0}")]
+    Backend(String),
+    /// The initial revocation snapshot failed (startup is refused, reference §5.2).
+    #[error("initial revocation snapshot: {0}")]
+    Snapshot(String),
+    /// The audit replay directory is unusable.
+    #[error("audit replay directory: {0}")]
+    Replay(String),
+    /// Binding or serving failed.
+    #[error("http: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,268 @@
+//! Check 11: the ES256 signature of the bearer against the zone JWKS (reference §4.1).
+//!
+//! Signature only: `iss`, `aud`, `use`, `iat` and `nbf` are the STS's to check when it
+//! verifies the subject token. Keys come from a [`JwksSource`] (the STS JWKS over HTTP, or the
+//! in-process key ring), cached per zone for [`KEY_TTL`]; a `kid` missing from a fresh set
+//! allows one forced refetch per zone per [`MISS_COOLDOWN`]. No stale serving: an expired set
+//! plus a failed fetch rejects. Every failure is the same 401 "bearer signature invalid".
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+use base64::Engine as _;
+use chrono::{DateTime, Duration, Utc};
+
+use caracal_core::clock::SharedClock;
+use caracal_core::mandate::remote::JwksSource;
+use caracal_core::mandate::{MandateError, VerificationKeys, parse_jwks};
+
+use crate::client::{HttpClient, get_capped};
+
+/// How long a fetched key set is used.
+pub const KEY_TTL: Duration = Duration::minutes(5);
+/// The shortest time between two forced refetches of a zone.
+pub const MISS_COOLDOWN: Duration = Duration::seconds(30);
+/// Largest JWKS body read.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Zone {
+    keys: Option<(Arc<VerificationKeys>, DateTime<Utc>)>,
+    last_forced: Option<DateTime<Utc>>,
+}
+
+/// Per-zone key cache with the bounded kid-miss refetch.
+pub struct KeyCache {
+    source: Arc<dyn JwksSource>,
+    clock: SharedClock,
+    zones: Mutex<HashMap<String, Zone>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").finish_non_exhaustive()
+    }
+}
+
+/// The `kid` of an ES256 header, or `None` for any other header.
+fn es256_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if v.get("alg")?.as_str()? != "ES256" {
+        return None;
+    }
+    let kid = v.get("kid")?.as_str()?;
+    (!kid.is_empty()).then(|| kid.to_owned())
+}
+
+/// Verify the raw r‖s ES256 signature of `token` with `keys` (no claim checks).
+pub fn signature_valid(token: &str, keys: &VerificationKeys) -> bool {
+    let Some(kid) = es256_kid(token) else {
+        return false;
+    };
+    let Some(key) = keys.get(&kid) else {
+        return false;
+    };
+    let Some((signed, sig)) = token.rsplit_once('.') else {
+        return false;
+    };
+    let Ok(sig) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig) else {
+        return false;
+    };
+    if sig.len() != 64 {
+        return false;
+    }
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.sec1_point())
+        .verify(signed.as_bytes(), &sig)
+        .is_ok()
+}
+
+impl KeyCache {
+    /// A cache over `source`.
+    pub fn new(source: Arc<dyn JwksSource>, clock: SharedClock) -> Self {
+        Self {
+            source,
+            clock,
+            zones: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn fresh(&self, zone: &str) -> Option<Arc<VerificationKeys>> {
+        let now = self.clock.now();
+        let zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
+        let (keys, at) = zones.get(zone)?.keys.as_ref()?;
+        (now - *at < KEY_TTL).then(|| keys.clone())
+    }
+
+    async fn fetch(&self, zone: &str) -> Option<Arc<VerificationKeys>> {
+        let keys = match self.source.fetch(zone).await {
+            Ok(k) if !k.is_empty() => Arc::new(k),
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "jwks fetch failed");
+                return None;
+            }
+        };
+        let now = self.clock.now();
+        self.zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(zone.to_owned())
+            .or_default()
+            .keys = Some((keys.clone(), now));
+        Some(keys)
+    }
+
+    fn take_forced(&self, zone: &str) -> bool {
+        let now = self.clock.now();
+        let mut zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
+        let z = zones.entry(zone.to_owned()).or_default();
+        if z.last_forced.is_some_and(|t| now - t < MISS_COOLDOWN) {
+            return false;
+        }
+        z.last_forced = Some(now);
+        true
+    }
+
+    /// Whether `token` carries a valid ES256 signature by a key of `zone`.
+    pub async fn verify(&self, token: &str, zone: &str) -> bool {
+        let Some(kid) = es256_kid(token) else {
+            return false;
+        };
+        let (keys, fetched) = match self.fresh(zone) {
+            Some(k) => (k, false),
+            None => match self.fetch(zone).await {
+                Some(k) => (k, true),
+                None => return false,
+            },
+        };
+        let keys = if keys.get(&kid).is_none() {
+            if fetched || !self.take_forced(zone) {
+                return false;
+            }
+            match self.fetch(zone).await {
+                Some(k) => k,
+                None => return false,
+            }
+        } else {
+            keys
+        };
+        signature_valid(token, &keys)
+    }
+}
+
+/// The STS JWKS over HTTP: `GET {STS_URL}/.well-known/jwks.json?zone_id=<zone>`, redirects
+/// not followed, body ≤ [`MAX_JWKS_BYTES`], non-200 fails.
+#[derive(Clone)]
+pub struct HttpJwksSource {
+    client: HttpClient,
+    base: String,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for HttpJwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpJwksSource")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpJwksSource {
+    /// A source for the STS at `base` (`STS_URL`, no trailing slash needed).
+    pub fn new(client: HttpClient, base: &str, timeout: std::time::Duration) -> Self {
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl JwksSource for HttpJwksSource {
+    async fn fetch(&self, zone_id: &str) -> Result<VerificationKeys, MandateError> {
+        // The zone passed the id pattern (check 8), so it needs no escaping.
+        let url = format!("{}/.well-known/jwks.json?zone_id={zone_id}", self.base);
+        let (status, body) = get_capped(&self.client, &url, MAX_JWKS_BYTES, self.timeout)
+            .await
+            .map_err(|_| MandateError::NoKeys)?;
+        if status != 200 {
+            return Err(MandateError::NoKeys);
+        }
+        parse_jwks(&body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use caracal_core::clock::FakeClock;
+    use caracal_core::mandate::SigningKey;
+
+    use super::*;
+
+    struct Counting {
+        keys: Mutex<Vec<caracal_core::mandate::VerificationKey>>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl JwksSource for Counting {
+        async fn fetch(&self, _: &str) -> Result<VerificationKeys, MandateError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(VerificationKeys::new(self.keys.lock().unwrap().clone()))
+        }
+    }
+
+    fn sign(key: &SigningKey, header: &str) -> String {
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signing = format!("{}.{}", b.encode(header), b.encode(r#"{"exp":1}"#));
+        // Sign with aws-lc-rs directly through the key's private bytes is not exposed; use a
+        // minted JWT instead when a real signature is needed (see integration tests).
+        let _ = key;
+        format!("{signing}.{}", b.encode([0u8; 64]))
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_forces_one_refetch_per_cooldown() {
+        let (k1, _) = SigningKey::generate("k1").unwrap();
+        let source = Arc::new(Counting {
+            keys: Mutex::new(vec![k1.verification_key().unwrap()]),
+            calls: AtomicUsize::new(0),
+        });
+        let clock = FakeClock::at_fixture_epoch();
+        let cache = KeyCache::new(source.clone(), Arc::new(clock.clone()));
+        let t1 = sign(&k1, r#"{"alg":"ES256","kid":"k1"}"#);
+        // A bad signature with a known kid: one fetch, refused.
+        assert!(!cache.verify(&t1, "z").await);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 1);
+        // Unknown kid with a fresh cache: one forced refetch.
+        let t2 = sign(&k1, r#"{"alg":"ES256","kid":"k2"}"#);
+        assert!(!cache.verify(&t2, "z").await);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 2);
+        // A second unknown kid within 30 s: no fetch.
+        let t3 = sign(&k1, r#"{"alg":"ES256","kid":"k3"}"#);
+        assert!(!cache.verify(&t3, "z").await);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 2);
+        clock.advance(Duration::seconds(31));
+        assert!(!cache.verify(&t3, "z").await);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 3);
+        // Other algorithms and a missing kid never reach the source.
+        for h in [
+            r#"{"alg":"RS256","kid":"k1"}"#,
+            r#"{"alg":"HS256","kid":"k1"}"#,
+            r#"{"alg":"ES256"}"#,
+        ] {
+            assert!(!cache.verify(&sign(&k1, h), "z").await);
+        }
+        assert_eq!(source.calls.load(Ordering::SeqCst), 3);
+    }
+}
