@@ -10,8 +10,8 @@
 //!
 //! ## Layout
 //!
-//! - [`config`]: the Admin API's settings from the environment (`SECRET_STORE_KEK`,
-//!   `CARACAL_BOOTSTRAP_ADMIN_TOKEN`).
+//! - [`config`]: the settings from the environment (the Admin API's `SECRET_STORE_KEK`,
+//!   `CARACAL_BOOTSTRAP_ADMIN_TOKEN`; the binary's ports, keys and backends).
 //! - [`admin`]: the Admin API: the admin-token gate, zones, applications, resources,
 //!   providers, admin tokens, policies and policy sets (validate, versions, simulate,
 //!   activate, activation status), approvals (operator decisions through the same core
@@ -24,16 +24,24 @@
 //!   lease, heartbeat, effective authority), delegations (create with `Idempotency-Key`,
 //!   revoke with cascade, traverse, impact) and its OpenAPI document at `/openapi.json`.
 //!
-//! Not yet here: the Coordinator's lists, agent services and invocations, `/v1/verify`, the
-//! admin audit chain, the sweepers and a service binary.
+//! - [`audit`]: the admin audit chain both surfaces record every successful mutation on
+//!   (one middleware; `500 audit_unavailable` when the record cannot be written).
+//! - [`service`]: the `caracal-control` binary's service: both APIs over Postgres and Redis
+//!   with the outbox relay ([`serve`], [`serve_on`]).
+//!
+//! Not yet here: agent services and invocations, and the sweepers (they start in
+//! [`ControlService::spawn_workers`]).
 //!
 //! Embedding: build [`admin::AdminApi::new`] over [`admin::AdminStores::from_store`] (a
 //! `MemoryStore` or a `PgStore`) and mount [`admin::AdminApi::router`].
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod coordinator;
+pub mod service;
 
 pub use admin::{AdminApi, AdminStores};
-pub use config::AdminSettings;
+pub use config::{AdminSettings, ControlSettings};
 pub use coordinator::{CoordinatorApi, CoordinatorSettings};
+pub use service::{ControlService, ServeError, serve, serve_on};

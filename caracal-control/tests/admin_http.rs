@@ -1037,6 +1037,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/zones/{zone_id}/approvals/{id}/approve"),
     ("post", "/v1/zones/{zone_id}/approvals/{id}/reject"),
     ("post", "/v1/zones/{zone_id}/subjects/revoke"),
+    ("get", "/v1/zones/{zone_id}/admin-audit"),
+    ("get", "/v1/admin-audit"),
 ];
 
 #[tokio::test]

@@ -665,3 +665,395 @@ async fn service_lease_and_heartbeat() {
         .await;
     assert_eq!(done.status, StatusCode::NO_CONTENT, "{}", done.text);
 }
+
+/// The lists of §11.0: envelope, `limit`/`cursor` paging `id DESC`, unknown cursor → 400
+/// `invalid_cursor`, filters, the reader rule (own application unless admin), children,
+/// active / inbound / outbound edges and one inbound edge.
+#[tokio::test]
+async fn lists_page_filter_and_apply_the_reader_rule() {
+    let w = world().await;
+    let a = w.mandate(APP_A).await;
+    let b = w.mandate(APP_B).await;
+    let mut a_sessions = Vec::new();
+    for _ in 0..3 {
+        a_sessions.push(w.start(&a, APP_A).await);
+    }
+    let s_b = w.start(&b, APP_B).await;
+    let agents = format!("/zones/{ZONE}/agents");
+
+    let page1 = w
+        .call("GET", &format!("{agents}?limit=2"), Some(&a), &[], None)
+        .await;
+    assert_eq!(page1.status, StatusCode::OK, "{}", page1.text);
+    let ids: Vec<&str> = page1.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["agent_session_id"].as_str().unwrap())
+        .collect();
+    let mut newest_first = a_sessions.clone();
+    newest_first.sort();
+    newest_first.reverse();
+    assert_eq!(
+        ids,
+        vec![newest_first[0].as_str(), newest_first[1].as_str()]
+    );
+    let cursor = page1.body["next_cursor"].as_str().unwrap().to_owned();
+    assert_eq!(cursor, newest_first[1]);
+    let page2 = w
+        .call(
+            "GET",
+            &format!("{agents}?limit=2&cursor={cursor}"),
+            Some(&a),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(page2.body["items"].as_array().unwrap().len(), 1);
+    assert!(page2.body["next_cursor"].is_null());
+
+    // The reader sees only its application's sessions; the operator sees the zone.
+    let own = w.call("GET", &agents, Some(&a), &[], None).await;
+    assert_eq!(own.body["items"].as_array().unwrap().len(), 3);
+    let foreign = w
+        .call(
+            "GET",
+            &format!("{agents}?application_id={APP_B}"),
+            Some(&a),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(foreign.body["items"], json!([]));
+    let all = w.call("GET", &agents, Some(OPERATOR), &[], None).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 4);
+    let filtered = w
+        .call(
+            "GET",
+            &format!("{agents}?status=active&lifecycle=task&application_id={APP_B}"),
+            Some(OPERATOR),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(filtered.body["items"].as_array().unwrap().len(), 1);
+
+    // Cursor and query refusals.
+    for (q, code) in [
+        ("cursor=nope", "invalid_cursor"),
+        (&format!("cursor={s_b}") as &str, "invalid_cursor"),
+        ("limit=0", "invalid_query"),
+        ("limit=501", "invalid_query"),
+        ("status=zombie", "invalid_query"),
+    ] {
+        let r = w
+            .call("GET", &format!("{agents}?{q}"), Some(&a), &[], None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text);
+        assert_eq!(r.error(), code, "{q}");
+    }
+
+    // Children.
+    let parent = &a_sessions[0];
+    let child = w
+        .call(
+            "POST",
+            &agents,
+            Some(&a),
+            &[],
+            Some(json!({"application_id": APP_A, "parent_id": parent})),
+        )
+        .await;
+    assert_eq!(child.status, StatusCode::CREATED, "{}", child.text);
+    let kids = w
+        .call(
+            "GET",
+            &format!("{agents}/{parent}/children"),
+            Some(&a),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(kids.status, StatusCode::OK, "{}", kids.text);
+    let items = kids.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["agent_session_id"], child.body["agent_session_id"]);
+    assert!(items[0].get("lease_generation").is_none());
+    let hidden = w
+        .call(
+            "GET",
+            &format!("{agents}/{parent}/children"),
+            Some(&b),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+
+    // Edges: A → B.
+    let edge = w
+        .call(
+            "POST",
+            &format!("/zones/{ZONE}/delegations"),
+            Some(&a),
+            &[],
+            Some(json!({
+                "source_session_id": parent, "target_session_id": s_b,
+                "issuer_application_id": APP_A, "receiver_application_id": APP_B,
+                "resource_id": w.r1, "scopes": ["read"], "ttl_seconds": 600
+            })),
+        )
+        .await;
+    assert_eq!(edge.status, StatusCode::CREATED, "{}", edge.text);
+    let edge_id = edge.body["delegation_edge_id"].as_str().unwrap().to_owned();
+    let deleg = format!("/zones/{ZONE}/delegations");
+    let active = w
+        .call("GET", &format!("{deleg}/active"), Some(&b), &[], None)
+        .await;
+    assert_eq!(active.status, StatusCode::OK, "{}", active.text);
+    assert_eq!(active.body["items"][0]["id"], edge_id.as_str());
+    assert!(active.body["items"][0]["broad_reason"].is_null());
+    let inbound = w
+        .call(
+            "GET",
+            &format!("{deleg}/inbound/{s_b}"),
+            Some(&b),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(inbound.body["items"][0]["id"], edge_id.as_str());
+    let outbound = w
+        .call(
+            "GET",
+            &format!("{deleg}/outbound/{parent}"),
+            Some(&a),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(outbound.body["items"][0]["id"], edge_id.as_str());
+    let not_owner = w
+        .call(
+            "GET",
+            &format!("{deleg}/outbound/{parent}"),
+            Some(&b),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(not_owner.status, StatusCode::NOT_FOUND);
+    assert_eq!(not_owner.error(), "session_not_found");
+    let one = w
+        .call(
+            "GET",
+            &format!("{deleg}/inbound/{s_b}/{edge_id}"),
+            Some(&b),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
+    assert_eq!(one.body, json!({"id": edge_id, "status": "active"}));
+    let wrong_target = w
+        .call(
+            "GET",
+            &format!("{deleg}/inbound/{parent}/{edge_id}"),
+            Some(&a),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(wrong_target.status, StatusCode::NOT_FOUND);
+    assert_eq!(wrong_target.error(), "delegation_not_found");
+
+    // After a revoke the edge leaves the active list but stays in inbound.
+    let revoke = w
+        .call(
+            "PATCH",
+            &format!("{deleg}/{edge_id}/revoke"),
+            Some(&a),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.text);
+    let active = w
+        .call("GET", &format!("{deleg}/active"), Some(OPERATOR), &[], None)
+        .await;
+    assert_eq!(active.body["items"], json!([]));
+    let inbound = w
+        .call(
+            "GET",
+            &format!("{deleg}/inbound/{s_b}"),
+            Some(OPERATOR),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(inbound.body["items"][0]["status"], "revoked");
+}
+
+/// `POST /zones/{z}/outbox/{id}/requeue`: admin only; a row that is not dead is `404
+/// dead_outbox_not_found`; a dead row returns to pending.
+#[tokio::test]
+async fn outbox_requeue_is_admin_only_and_needs_a_dead_row() {
+    use caracal_core::store::outbox::{OutboxMessage, OutboxStore};
+    let w = world().await;
+    let now = w.clock.now();
+    let id = w
+        .store
+        .enqueue(
+            &OutboxMessage::new(
+                "caracal.agents.lifecycle",
+                vec![("zone_id".into(), ZONE.into())],
+            ),
+            now,
+        )
+        .await
+        .unwrap();
+    let path = format!("/zones/{ZONE}/outbox/{id}/requeue");
+    let a = w.mandate(APP_A).await;
+    let refused = w.call("POST", &path, Some(&a), &[], None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.error(), "coordinator_admin_required");
+    let not_dead = w.call("POST", &path, Some(OPERATOR), &[], None).await;
+    assert_eq!(not_dead.status, StatusCode::NOT_FOUND);
+    assert_eq!(not_dead.error(), "dead_outbox_not_found");
+    w.store
+        .claim("w", 10, Duration::seconds(30), now)
+        .await
+        .unwrap();
+    w.store.mark_failed(&id, "boom", None, now).await.unwrap();
+    let ok = w.call("POST", &path, Some(OPERATOR), &[], None).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body, json!({"id": id, "status": "pending"}));
+    let other_zone = w
+        .call(
+            "POST",
+            &format!("/zones/zone-other/outbox/{id}/requeue"),
+            Some(OPERATOR),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(other_zone.status, StatusCode::NOT_FOUND);
+}
+
+/// `POST /v1/verify` (public): a valid session mandate → `{valid: true, claims}`; a bad one →
+/// `401 {valid: false, error: "token_invalid"}`; shape errors → 400.
+#[tokio::test]
+async fn verify_is_public_and_fails_closed() {
+    let w = world().await;
+    let a = w.mandate(APP_A).await;
+    let ok = w
+        .call(
+            "POST",
+            "/v1/verify",
+            None,
+            &[],
+            Some(json!({"token": a, "zone_id": ZONE, "required_scope": SCOPE})),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body["valid"], true);
+    assert_eq!(ok.body["claims"]["client_id"], APP_A);
+    let via_header = w
+        .call(
+            "POST",
+            "/v1/verify",
+            None,
+            &[],
+            Some(json!({"authorization": format!("Bearer {a}"), "zone_id": ZONE})),
+        )
+        .await;
+    assert_eq!(via_header.status, StatusCode::OK);
+    for body in [
+        json!({"token": a, "zone_id": ZONE, "required_scope": "other"}),
+        json!({"token": a, "zone_id": ZONE, "require_session": true}),
+        json!({"token": a, "zone_id": ZONE, "require_delegation": true}),
+        json!({"token": "garbage", "zone_id": ZONE}),
+        json!({"token": a, "zone_id": "zone-other"}),
+    ] {
+        let r = w.call("POST", "/v1/verify", None, &[], Some(body)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+        assert_eq!(r.body["valid"], false);
+        assert_eq!(r.body["error"], "token_invalid");
+    }
+    let missing = w
+        .call(
+            "POST",
+            "/v1/verify",
+            None,
+            &[],
+            Some(json!({"zone_id": ZONE})),
+        )
+        .await;
+    assert_eq!(missing.error(), "missing_token");
+    let strict = w
+        .call(
+            "POST",
+            "/v1/verify",
+            None,
+            &[],
+            Some(json!({"token": a, "zone_id": ZONE, "extra": 1})),
+        )
+        .await;
+    assert_eq!(strict.status, StatusCode::BAD_REQUEST);
+    assert_eq!(strict.error(), "invalid_request");
+}
+
+/// Coordinator mutations land on the zone's admin audit chain before the response, with the
+/// caller as actor; reads and refusals do not.
+#[tokio::test]
+async fn mutations_are_recorded_on_the_admin_audit_chain() {
+    use caracal_core::store::admin_audit::AdminAuditStore;
+    let w = world().await;
+    let a = w.mandate(APP_A).await;
+    let s = w.start(&a, APP_A).await;
+    let _ = w
+        .call(
+            "GET",
+            &format!("/zones/{ZONE}/agents/{s}"),
+            Some(&a),
+            &[],
+            None,
+        )
+        .await;
+    let refused = w
+        .call(
+            "PATCH",
+            &format!("/zones/{ZONE}/agents/nope/suspend"),
+            Some(OPERATOR),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    let suspended = w
+        .call(
+            "PATCH",
+            &format!("/zones/{ZONE}/agents/{s}/suspend"),
+            Some(OPERATOR),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(suspended.status, StatusCode::OK, "{}", suspended.text);
+    let rows = w.store.list_admin_audit(Some(ZONE), 0, 100).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].entry.actor_id.as_deref(), Some(APP_A));
+    assert_eq!(rows[0].entry.actor_scope.as_deref(), Some("session"));
+    assert_eq!(rows[0].entry.method, "POST");
+    assert_eq!(rows[0].entry.entity_type.as_deref(), Some("agent"));
+    assert_eq!(rows[0].entry.entity_id.as_deref(), Some(s.as_str()));
+    assert_eq!(rows[0].entry.status_code, 201);
+    assert_eq!(rows[1].entry.actor_id.as_deref(), Some("caracal-operator"));
+    assert_eq!(rows[1].entry.actor_scope.as_deref(), Some("operator"));
+    assert_eq!(
+        rows[1].action,
+        format!("PATCH /zones/{ZONE}/agents/{s}/suspend")
+    );
+    assert_eq!(rows[1].chain_seq, 2);
+}

@@ -96,6 +96,7 @@ cases!(fresh:
     coordinator_unique_and_isolation,
     coordinator_count_live_sessions,
     paging_sessions,
+    paging_edges,
 );
 
 cases!(fresh_fake_clock:

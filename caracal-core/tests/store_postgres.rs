@@ -107,6 +107,7 @@ cases!(
     coordinator_unique_and_isolation,
     coordinator_count_live_sessions,
     paging_sessions,
+    paging_edges,
 );
 
 /// Every case at the same time on one database, in shared mode: cases must not see each

@@ -157,7 +157,13 @@ pub async fn migrate_url(url: &str) -> Result<MigrationReport, CmdError> {
     })?;
     config.connect_timeout(Duration::from_secs(10));
     config.application_name("caracal-up-migrate");
-    migrate_with(&config, url, Duration::from_secs(30), Duration::from_secs(60)).await
+    migrate_with(
+        &config,
+        url,
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 async fn migrate_with(

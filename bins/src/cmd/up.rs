@@ -86,8 +86,8 @@ impl DevKeys {
         let keys = Self::generate()?;
         std::fs::create_dir_all(data_dir)
             .map_err(|e| CmdError::Config(format!("cannot create {}: {e}", data_dir.display())))?;
-        let text = serde_json::to_string_pretty(&keys)
-            .map_err(|e| CmdError::Config(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&keys).map_err(|e| CmdError::Config(e.to_string()))?;
         write_private(&path, &text)
             .map_err(|e| CmdError::Config(format!("cannot write {}: {e}", path.display())))?;
         Ok(keys)
@@ -99,7 +99,10 @@ enum Backing {
     /// The embedded default.
     Memory,
     /// Postgres and Redis at these URLs.
-    Durable { database_url: String, redis_url: String },
+    Durable {
+        database_url: String,
+        redis_url: String,
+    },
 }
 
 impl Backing {
@@ -258,6 +261,11 @@ pub async fn serve(
             let keyring = settings.keyring.clone();
             let sts = StsService::new(settings, StsBackends::memory(store.clone(), streams))
                 .map_err(|e| CmdError::Config(e.to_string()))?;
+            let audit_key = caracal_core::audit::AuditHmacKey::from_hex(
+                &caracal_core::secrets::envelope::Kek::generate_hex()
+                    .map_err(|e| CmdError::Config(e.to_string()))?,
+            )
+            .map_err(|e| CmdError::Config(e.to_string()))?;
             Stack::build(
                 store,
                 Arc::new(caracal_core::store::memory::MemoryLeaderLock::new()),
@@ -265,6 +273,7 @@ pub async fn serve(
                 audit,
                 keyring,
                 receipt_key,
+                audit_key,
                 &token,
                 issuer,
                 clock.clone(),
@@ -301,6 +310,7 @@ pub async fn serve(
             let audit_key = caracal_core::audit::AuditHmacKey::from_hex(&keys.audit)
                 .map_err(|e| bad_key("audit", e.to_string()))?;
             settings.audit_key = Some(audit_key.clone());
+            let admin_audit_key = audit_key.clone();
             settings.gateway_key = Some(
                 caracal_core::exchange::envelope::GatewayKey::from_hex(&keys.gateway)
                     .map_err(|e| bad_key("gateway", e.to_string()))?,
@@ -334,7 +344,9 @@ pub async fn serve(
             )
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-            let leader = Arc::new(caracal_core::backend::postgres::PgLeaderLock::new(pg.clone()));
+            let leader = Arc::new(caracal_core::backend::postgres::PgLeaderLock::new(
+                pg.clone(),
+            ));
             Stack::build(
                 Arc::new(pg),
                 leader,
@@ -342,6 +354,7 @@ pub async fn serve(
                 audit,
                 keyring,
                 keys.receipts,
+                admin_audit_key,
                 &token,
                 issuer,
                 clock.clone(),
@@ -454,6 +467,7 @@ impl Stack {
         audit: Arc<AuditService>,
         keyring: Arc<caracal_core::secrets::Keyring>,
         receipt_key: String,
+        admin_audit_key: caracal_core::audit::AuditHmacKey,
         token: &str,
         issuer: String,
         clock: SharedClock,
@@ -471,13 +485,17 @@ impl Stack {
             + caracal_core::store::authority::AuthorityStore
             + caracal_core::store::outbox::OutboxStore
             + caracal_core::store::coordinator::CoordinatorStore
+            + caracal_core::store::admin_audit::AdminAuditStore
             + 'static,
     {
+        // One admin audit key for both APIs: they append to the same per-zone chains.
+        let mut coordinator_settings = caracal_control::CoordinatorSettings::new(issuer);
+        coordinator_settings.audit_key = Some(admin_audit_key.clone());
         let coordinator = caracal_control::CoordinatorApi::new(
             store.clone(),
             Arc::clone(sts.sts().keys()),
             caracal_core::coordinator::IdempotencyKeys::new(receipt_key.into_bytes(), None),
-            caracal_control::CoordinatorSettings::new(issuer),
+            coordinator_settings,
             clock.clone(),
             ids.clone(),
         );
@@ -486,14 +504,15 @@ impl Stack {
             waiters: Arc::clone(sts.sts().waiters()),
             audit: Arc::clone(sts.sts().audit()),
         };
-        let admin = caracal_control::AdminApi::with_plane(
-            caracal_control::AdminStores::from_store(store.clone()),
+        let admin = caracal_control::AdminApi::from_parts(caracal_control::admin::AdminParts {
+            stores: caracal_control::AdminStores::from_store(store.clone()),
             keyring,
-            Some(caracal_service::config::Secret::new(token.to_owned())),
-            clock.clone(),
-            ids.clone(),
+            bootstrap: Some(caracal_service::config::Secret::new(token.to_owned())),
+            clock: clock.clone(),
+            ids: ids.clone(),
             plane,
-        );
+            audit_key: Some(admin_audit_key),
+        });
         let core = caracal_core::coordinator::Coordinator::new(
             store.clone(),
             store.clone(),

@@ -27,6 +27,7 @@ use caracal_service::config::bearer_matches;
 use sha2::{Digest, Sha256};
 
 use super::{AdminResult, Svc, err, internal};
+use crate::audit::AuditActor;
 
 /// The authenticated caller, in the request's extensions for the handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct Actor {
     pub capability: Capability,
     /// Whether this is the bootstrap token.
     pub bootstrap: bool,
+    /// The token's name (`bootstrap` for the environment token).
+    pub name: Option<String>,
 }
 
 /// The id the bootstrap token acts as (`admin:bootstrap` in attribution).
@@ -50,6 +53,21 @@ impl Actor {
     /// The attribution string, `admin:<token id>`.
     pub fn attribution(&self) -> String {
         format!("admin:{}", self.token_id)
+    }
+
+    /// The actor as the admin audit chain records it.
+    pub fn audit_actor(&self) -> AuditActor {
+        AuditActor {
+            id: self.attribution(),
+            name: self.name.clone(),
+            scope: Some(
+                match self.scope {
+                    TokenScope::Global => "global",
+                    TokenScope::Zone => "zone",
+                }
+                .to_owned(),
+            ),
+        }
     }
 
     /// Whether the token spans every zone.
@@ -93,6 +111,7 @@ pub async fn gate(State(svc): State<Svc>, mut request: Request, next: Next) -> R
     let path = request.uri().path().to_owned();
     match authorize(&svc, header.as_deref(), &method, &path).await {
         Ok(actor) => {
+            request.extensions_mut().insert(actor.audit_actor());
             request.extensions_mut().insert(actor);
             next.run(request).await
         }
@@ -158,6 +177,7 @@ async fn authenticate(svc: &Svc, header: Option<&str>) -> AdminResult<Actor> {
                 zone_id: None,
                 capability: Capability::Write,
                 bootstrap: true,
+                name: Some(BOOTSTRAP_TOKEN_ID.to_owned()),
             });
         }
     }
@@ -197,6 +217,7 @@ async fn authenticate(svc: &Svc, header: Option<&str>) -> AdminResult<Actor> {
         zone_id: row.zone_id,
         capability: row.capability,
         bootstrap: false,
+        name: Some(row.name),
     })
 }
 

@@ -26,6 +26,7 @@
 //! - The OpenAPI document is generated from the same route definitions the router serves
 //!   (`utoipa-axum`), so a served route cannot be missing from it.
 
+pub mod admin_audit;
 pub mod applications;
 pub mod approvals;
 pub mod auth;
@@ -47,6 +48,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use caracal_core::api::ApiError;
+use caracal_core::audit::AuditHmacKey;
 use caracal_core::audit::event::AuditEvent;
 use caracal_core::audit::sink::AuditSink;
 use caracal_core::clock::{Clock, SharedClock};
@@ -55,6 +57,7 @@ use caracal_core::ids::SharedIdGen;
 use caracal_core::model::time::{format_iso_ms, parse_rfc3339};
 use caracal_core::policy::lifecycle::PolicyLifecycle;
 use caracal_core::secrets::Keyring;
+use caracal_core::store::admin_audit::AdminAuditStore;
 use caracal_core::store::approvals::ApprovalStore;
 use caracal_core::store::authority::AuthorityStore;
 use caracal_core::store::directory::{
@@ -71,6 +74,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+
+use crate::audit::{AdminAuditLog, AuditLayer, record_mutations};
 use utoipa_axum::routes;
 
 /// The stores the Admin API writes (trait objects, so Postgres and memory are interchangeable).
@@ -97,6 +102,8 @@ pub struct AdminStores {
     /// The transactional outbox (`caracal.sessions.revoke` of the kill switch, activation
     /// status).
     pub outbox: Arc<dyn OutboxStore>,
+    /// The admin audit chain every mutation is recorded on.
+    pub admin_audit: Arc<dyn AdminAuditStore>,
 }
 
 impl AdminStores {
@@ -113,6 +120,7 @@ impl AdminStores {
             + ApprovalStore
             + AuthorityStore
             + OutboxStore
+            + AdminAuditStore
             + 'static,
     {
         Self {
@@ -125,7 +133,8 @@ impl AdminStores {
             policy: store.clone(),
             approvals: store.clone(),
             authority: store.clone(),
-            outbox: store,
+            outbox: store.clone(),
+            admin_audit: store,
         }
     }
 }
@@ -204,6 +213,32 @@ pub struct AdminApi {
     ids: SharedIdGen,
     policies: PolicyLifecycle<dyn PolicyStore>,
     plane: ApprovalPlane,
+    audit: AdminAuditLog,
+}
+
+/// Everything an [`AdminApi`] is built from ([`AdminApi::from_parts`]).
+pub struct AdminParts {
+    /// The stores.
+    pub stores: AdminStores,
+    /// The KEK ring sealing provider secrets.
+    pub keyring: Arc<Keyring>,
+    /// `CARACAL_BOOTSTRAP_ADMIN_TOKEN`.
+    pub bootstrap: Option<Secret>,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Row ids.
+    pub ids: SharedIdGen,
+    /// The approval plane.
+    pub plane: ApprovalPlane,
+    /// `ADMIN_AUDIT_HMAC_KEY`; `None` signs the admin audit chain with a fresh per-process key
+    /// (dev and embedded hosts: those links cannot be verified after a restart).
+    pub audit_key: Option<AuditHmacKey>,
+}
+
+impl std::fmt::Debug for AdminParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminParts").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for AdminApi {
@@ -247,9 +282,44 @@ impl AdminApi {
         ids: SharedIdGen,
         plane: ApprovalPlane,
     ) -> Arc<Self> {
+        Self::from_parts(AdminParts {
+            stores,
+            keyring,
+            bootstrap,
+            clock,
+            ids,
+            plane,
+            audit_key: None,
+        })
+    }
+
+    /// An Admin API from its parts (the service binary passes the configured audit key).
+    pub fn from_parts(parts: AdminParts) -> Arc<Self> {
+        let AdminParts {
+            stores,
+            keyring,
+            bootstrap,
+            clock,
+            ids,
+            plane,
+            audit_key,
+        } = parts;
         let policies = PolicyLifecycle::new(
             Arc::clone(&stores.policy),
             Arc::new(MillisClock(Arc::clone(&clock))),
+            Arc::clone(&ids),
+        );
+        let key = audit_key.or_else(|| {
+            let key = crate::audit::ephemeral_key();
+            if key.is_none() {
+                tracing::warn!("no admin audit key and no randomness: links are unsigned");
+            }
+            key
+        });
+        let audit = AdminAuditLog::new(
+            Arc::clone(&stores.admin_audit),
+            key,
+            Arc::clone(&clock),
             Arc::clone(&ids),
         );
         Arc::new(Self {
@@ -260,7 +330,13 @@ impl AdminApi {
             ids,
             policies,
             plane,
+            audit,
         })
+    }
+
+    /// The admin audit chain.
+    pub fn audit(&self) -> &AdminAuditLog {
+        &self.audit
     }
 
     /// The stores.
@@ -292,7 +368,18 @@ impl AdminApi {
     /// The HTTP surface: `/v1/...`, `/openapi.json` and `/health`.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         let (v1, api) = v1_routes().split_for_parts();
+        let layer = Arc::new(AuditLayer {
+            log: self.audit.clone(),
+            is_read: auth::is_read,
+            zone_of: auth::path_zone,
+        });
+        // Route layers run last-added first: the gate authenticates, then the audit layer
+        // sees its `AuditActor` and records the mutation before the response leaves.
         let v1 = v1
+            .route_layer(axum::middleware::from_fn_with_state(
+                layer,
+                record_mutations,
+            ))
             .route_layer(axum::middleware::from_fn_with_state(
                 Arc::clone(self),
                 auth::gate,
@@ -422,6 +509,8 @@ fn v1_routes() -> OpenApiRouter<Svc> {
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::reject))
         .routes(routes!(subjects::revoke_subject))
+        .routes(routes!(admin_audit::list_zone_admin_audit))
+        .routes(routes!(admin_audit::list_global_admin_audit))
 }
 
 /// The largest request body accepted.

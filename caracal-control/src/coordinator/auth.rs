@@ -33,6 +33,7 @@ use caracal_service::http::HttpError;
 
 use super::{CoordinatorApi, Svc};
 use crate::admin::is_valid_param;
+use crate::audit::{ActorSlot, AuditActor};
 
 /// Longest bearer token accepted (reference §2: ≤ 4096 bytes).
 pub const MAX_BEARER_BYTES: usize = 4096;
@@ -59,7 +60,9 @@ impl FromRequestParts<Svc> for Authed {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, svc: &Svc) -> Result<Self, Self::Rejection> {
-        authenticate(svc, parts, false).await.map(Self)
+        let p = authenticate(svc, parts, false).await?;
+        record_actor(parts, &p);
+        Ok(Self(p))
     }
 }
 
@@ -67,7 +70,27 @@ impl FromRequestParts<Svc> for AuthedOrOperator {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, svc: &Svc) -> Result<Self, Self::Rejection> {
-        authenticate(svc, parts, true).await.map(Self)
+        let p = authenticate(svc, parts, true).await?;
+        record_actor(parts, &p);
+        Ok(Self(p))
+    }
+}
+
+/// Tell the admin audit middleware who is calling (its [`ActorSlot`], present on mutations).
+fn record_actor(parts: &Parts, p: &Principal) {
+    if let Some(slot) = parts.extensions.get::<ActorSlot>() {
+        slot.set(AuditActor {
+            id: p.caller.client_id.clone(),
+            name: p.subject.clone(),
+            scope: Some(
+                if p.subject.is_some() {
+                    "session"
+                } else {
+                    "operator"
+                }
+                .to_owned(),
+            ),
+        });
     }
 }
 

@@ -11,36 +11,46 @@
 //! - [`auth`]: the caller: a verified `use=session` mandate of a live application and a live
 //!   authority record, or the operator token on the operator allowlist.
 //! - [`routes`](mod@routes): the handlers, their bodies and renderings.
+//! - [`lists`]: the list routes (sessions, children, delegations), the operator's outbox
+//!   requeue and the public `POST /v1/verify`.
 //! - this module: [`CoordinatorApi`] (engine, key ring, settings, clock), the router and the
 //!   OpenAPI document.
 //!
 //! ## Invariants
 //!
-//! - Every route except `/health` and `/openapi.json` authenticates through an extractor of
+//! - Every successful authenticated mutation is recorded on the admin audit chain before its
+//!   response leaves ([`crate::audit::record_mutations`]), else `500 audit_unavailable`.
+//! - Every route except `/health`, `/ready`, `/openapi.json` and `POST /v1/verify` authenticates through an extractor of
 //!   [`auth`] that runs before the body is read: which routes accept the operator token is
 //!   visible in each handler's signature ([`auth::Authed`] vs [`auth::AuthedOrOperator`]).
 //! - Fail closed: a store failure while authenticating is a 500, never a pass.
 //! - The OpenAPI document comes from the same route definitions the router serves.
 
 pub mod auth;
+pub mod lists;
 pub mod routes;
 
 use std::sync::Arc;
 
-use axum::http::header;
+use axum::http::{Method, header};
+use caracal_core::audit::AuditHmacKey;
 use caracal_core::clock::SharedClock;
 use caracal_core::coordinator::{Coordinator, IdempotencyKeys, Limits};
 use caracal_core::ids::SharedIdGen;
 use caracal_core::mandate::ZoneKeys;
+use caracal_core::store::admin_audit::AdminAuditStore;
 use caracal_core::store::authority::AuthorityStore;
 use caracal_core::store::coordinator::CoordinatorStore;
 use caracal_core::store::directory::{ApplicationStore, ResourceStore};
+use caracal_core::store::outbox::OutboxStore;
 use caracal_service::config::Secret;
 use caracal_service::http::{not_found, with_request_id};
 use chrono::{DateTime, SubsecRound, Utc};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use crate::audit::{AdminAuditLog, AuditLayer, record_mutations};
 
 /// Default of `AGENT_COORDINATOR_SCOPE`: the scope a session mandate must carry to call the
 /// Coordinator. The reference names the setting but not its value; session mandates are
@@ -61,6 +71,9 @@ pub struct CoordinatorSettings {
     /// `CARACAL_COORDINATOR_TOKEN`: the operator token, accepted only on the operator
     /// allowlist; `None` disables it.
     pub operator_token: Option<Secret>,
+    /// `ADMIN_AUDIT_HMAC_KEY`: signs the admin audit chain the mutations are recorded on;
+    /// `None` uses a fresh per-process key (dev and embedded hosts).
+    pub audit_key: Option<AuditHmacKey>,
 }
 
 impl CoordinatorSettings {
@@ -70,6 +83,7 @@ impl CoordinatorSettings {
             issuer: issuer.into(),
             required_scope: DEFAULT_COORDINATOR_SCOPE.to_owned(),
             operator_token: None,
+            audit_key: None,
         }
     }
 }
@@ -80,6 +94,7 @@ impl std::fmt::Debug for CoordinatorSettings {
             .field("issuer", &self.issuer)
             .field("required_scope", &self.required_scope)
             .field("operator_token", &self.operator_token.is_some())
+            .field("audit_key", &self.audit_key.is_some())
             .finish()
     }
 }
@@ -89,6 +104,9 @@ impl std::fmt::Debug for CoordinatorSettings {
 /// Shared by every handler as `State<Arc<CoordinatorApi>>`.
 pub struct CoordinatorApi {
     core: Coordinator,
+    store: Arc<dyn CoordinatorStore>,
+    outbox: Arc<dyn OutboxStore>,
+    audit: AdminAuditLog,
     applications: Arc<dyn ApplicationStore>,
     authority: Arc<dyn AuthorityStore>,
     keys: Arc<ZoneKeys>,
@@ -120,7 +138,13 @@ impl CoordinatorApi {
         ids: SharedIdGen,
     ) -> Arc<Self>
     where
-        S: CoordinatorStore + ApplicationStore + AuthorityStore + ResourceStore + 'static,
+        S: CoordinatorStore
+            + ApplicationStore
+            + AuthorityStore
+            + ResourceStore
+            + OutboxStore
+            + AdminAuditStore
+            + 'static,
     {
         Self::with_limits(
             store,
@@ -144,18 +168,35 @@ impl CoordinatorApi {
         limits: Limits,
     ) -> Arc<Self>
     where
-        S: CoordinatorStore + ApplicationStore + AuthorityStore + ResourceStore + 'static,
+        S: CoordinatorStore
+            + ApplicationStore
+            + AuthorityStore
+            + ResourceStore
+            + OutboxStore
+            + AdminAuditStore
+            + 'static,
     {
         let core = Coordinator::new(
             store.clone(),
             store.clone(),
             store.clone(),
             store.clone(),
-            ids,
+            ids.clone(),
         )
         .with_limits(limits);
+        let key = settings.audit_key.clone().or_else(|| {
+            let key = crate::audit::ephemeral_key();
+            if key.is_none() {
+                tracing::warn!("no admin audit key and no randomness: links are unsigned");
+            }
+            key
+        });
+        let audit = AdminAuditLog::new(store.clone(), key, clock.clone(), ids);
         Arc::new(Self {
             core,
+            store: store.clone(),
+            outbox: store.clone(),
+            audit,
             applications: store.clone(),
             authority: store,
             keys,
@@ -170,6 +211,11 @@ impl CoordinatorApi {
         &self.core
     }
 
+    /// The admin audit chain the mutations are recorded on.
+    pub fn audit(&self) -> &AdminAuditLog {
+        &self.audit
+    }
+
     /// Now, truncated to the millisecond (stored timestamps then equal their wire form).
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now().trunc_subsecs(3)
@@ -178,6 +224,15 @@ impl CoordinatorApi {
     /// The HTTP surface: the Coordinator routes, `/openapi.json` and `/health`.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         let (api_routes, api) = api_routes().split_for_parts();
+        let layer = Arc::new(AuditLayer {
+            log: self.audit.clone(),
+            is_read,
+            zone_of: auth::path_zone,
+        });
+        let api_routes = api_routes.route_layer(axum::middleware::from_fn_with_state(
+            layer,
+            record_mutations,
+        ));
         let doc = Arc::new(openapi_json(api));
         let router = axum::Router::new()
             .merge(api_routes)
@@ -197,6 +252,14 @@ impl CoordinatorApi {
             .with_state(Arc::clone(self));
         with_request_id(router)
     }
+}
+
+/// Requests that change nothing: reads, and the public `POST /v1/verify`.
+pub fn is_read(method: &Method, path: &str) -> bool {
+    method == Method::GET
+        || method == Method::HEAD
+        || method == Method::OPTIONS
+        || path == "/v1/verify"
 }
 
 /// The OpenAPI 3 document of the Coordinator routes, generated from their definitions.
@@ -246,8 +309,9 @@ impl utoipa::Modify for BearerAuth {
 /// Every Coordinator route with its OpenAPI operation.
 fn api_routes() -> OpenApiRouter<Svc> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(routes::start_session))
+        .routes(routes!(routes::start_session, lists::list_sessions))
         .routes(routes!(routes::get_session, routes::terminate_session))
+        .routes(routes!(lists::list_children))
         .routes(routes!(routes::suspend_session))
         .routes(routes!(routes::resume_session))
         .routes(routes!(routes::acquire_lease))
@@ -257,4 +321,10 @@ fn api_routes() -> OpenApiRouter<Svc> {
         .routes(routes!(routes::revoke_delegation))
         .routes(routes!(routes::traverse))
         .routes(routes!(routes::impact))
+        .routes(routes!(lists::active_delegations))
+        .routes(routes!(lists::inbound_delegations))
+        .routes(routes!(lists::outbound_delegations))
+        .routes(routes!(lists::inbound_delegation))
+        .routes(routes!(lists::requeue_outbox))
+        .routes(routes!(lists::verify))
 }

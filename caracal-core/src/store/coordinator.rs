@@ -34,6 +34,37 @@ pub struct SessionFilter {
     pub parent_id: Option<String>,
 }
 
+/// Filters of the edge list (every filter set must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeFilter {
+    /// Only edges live at this instant (active and unexpired).
+    pub live_at: Option<DateTime<Utc>>,
+    /// Only edges this application issued or received (the reader rule of a non-admin).
+    pub party_application_id: Option<String>,
+    /// Only edges leaving this session.
+    pub source_session_id: Option<String>,
+    /// Only edges entering this session.
+    pub target_session_id: Option<String>,
+}
+
+impl EdgeFilter {
+    /// Whether `edge` passes every filter set.
+    pub fn matches(&self, edge: &DelegationEdge) -> bool {
+        self.live_at.is_none_or(|t| edge.is_live(t))
+            && self.party_application_id.as_ref().is_none_or(|a| {
+                &edge.issuer_application_id == a || &edge.receiver_application_id == a
+            })
+            && self
+                .source_session_id
+                .as_ref()
+                .is_none_or(|s| &edge.source_session_id == s)
+            && self
+                .target_session_id
+                .as_ref()
+                .is_none_or(|s| &edge.target_session_id == s)
+    }
+}
+
 /// A Coordinator list page request: ordered by `id DESC` (UUIDv7, so newest first), the
 /// cursor being the last id of the previous page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +156,14 @@ pub trait CoordinatorStore: Send + Sync {
         filter: &SessionFilter,
         page: &IdPage,
     ) -> StoreResult<Page<Session>>;
+    /// Edges of a zone passing `filter`, `id DESC`, paged like [`Self::list_sessions`] (the
+    /// cursor's time is the last edge's `created_at`).
+    async fn list_edges(
+        &self,
+        zone_id: &str,
+        filter: &EdgeFilter,
+        page: &IdPage,
+    ) -> StoreResult<Page<DelegationEdge>>;
     /// Edges whose target (`inbound = true`) or source is `session_id`, every status.
     async fn session_edges(
         &self,

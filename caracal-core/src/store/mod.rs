@@ -37,12 +37,14 @@
 //! - [`policy`]: policies, versions, sets, set versions and the per-zone binding.
 //! - [`approvals`]: human approval holds with single decision and single consumption.
 //! - [`audit`]: the hash-chained audit ledger.
+//! - [`admin_audit`]: the hash-chained admin audit chain (one record per mutating request).
 //! - [`keys`]: zone signing keys (sealed).
 //! - [`outbox`]: the transactional outbox.
 //! - [`ephemeral`]: expiring keys for single-use ids, nonces and rate windows.
 //! - [`leader`]: one leader per background job across replicas (try-locks per job name).
 //! - [`memory`]: the in-memory implementation of all of the above.
 
+pub mod admin_audit;
 pub mod approvals;
 pub mod audit;
 pub mod authority;

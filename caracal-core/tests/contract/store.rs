@@ -70,7 +70,8 @@ use caracal_core::model::zone::Zone;
 use caracal_core::store::approvals::{ApprovalDecision, ApprovalStore, ApprovalUpdate};
 use caracal_core::store::authority::{AuthorityStore, MAX_LINEAGE_DEPTH};
 use caracal_core::store::coordinator::{
-    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation, SessionFilter,
+    CoordinatorStore, CoordinatorTx, EdgeFilter, IdPage, IdempotencyReceipt, IdempotentOperation,
+    SessionFilter,
 };
 use caracal_core::store::directory::{
     AdminTokenStore, ApplicationStore, ProviderStore, ResourceStore, SecretStore, ZoneStore,
@@ -4495,3 +4496,105 @@ pub async fn approval_any_zone_lookup<S: Stores>(ctx: &Ctx<S>) {
 }
 
 // END approval holds in the STS core.
+
+/// `list_edges`: `id DESC`, strictly below the cursor id, `next` iff full, and the filters
+/// (live at an instant, party application, source, target), each zone on its own.
+pub async fn paging_edges<S: Stores>(ctx: &Ctx<S>) {
+    let f = fixture(ctx).await;
+    let s = &ctx.store;
+    let t = f.t0;
+    let a = task_session(&f, None, t);
+    let b = task_session(&f, None, t);
+    let c = task_session(&f, None, t);
+    let mut edges = vec![
+        edge_row(&a, &b, t),
+        edge_row(&a, &c, t),
+        edge_row(&b, &c, t),
+        edge_row(&c, &a, t),
+    ];
+    edges[2].status = EdgeStatus::Revoked;
+    edges[2].revoked_at = Some(t + secs(1));
+    edges[3].expires_at = t + secs(5);
+    {
+        let mut tx = begin(s, &f.zone.id).await;
+        for sess in [&a, &b, &c] {
+            tx.insert_session(sess).await.unwrap();
+        }
+        for e in &edges {
+            tx.insert_edge(e).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let mut ids: Vec<String> = edges.iter().map(|e| e.id.clone()).collect();
+    ids.sort_by(|x, y| y.cmp(x));
+    let page = |limit: u32, after_id: Option<String>| IdPage { limit, after_id };
+    let all = EdgeFilter::default();
+    let p1 = s
+        .list_edges(&f.zone.id, &all, &page(3, None))
+        .await
+        .unwrap();
+    let got: Vec<String> = p1.items.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(got, ids[0..3]);
+    let next = p1.next.clone().unwrap();
+    assert_eq!(next.id, ids[2]);
+    let p2 = s
+        .list_edges(&f.zone.id, &all, &page(3, Some(next.id)))
+        .await
+        .unwrap();
+    assert_eq!(p2.items.len(), 1);
+    assert_eq!(p2.items[0].id, ids[3]);
+    assert_eq!(p2.next, None);
+    assert_eq!(p2.items[0], *edges.iter().find(|e| e.id == ids[3]).unwrap());
+
+    let count = |filter: EdgeFilter| {
+        let (store, zone) = (s.clone(), f.zone.id.clone());
+        async move {
+            store
+                .list_edges(&zone, &filter, &page(50, None))
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+    let live_now = EdgeFilter {
+        live_at: Some(t + secs(2)),
+        ..EdgeFilter::default()
+    };
+    assert_eq!(count(live_now).await, 3);
+    let live_later = EdgeFilter {
+        live_at: Some(t + secs(5)),
+        ..EdgeFilter::default()
+    };
+    assert_eq!(count(live_later).await, 2, "expiry is exclusive");
+    let party = EdgeFilter {
+        party_application_id: Some(f.app.id.clone()),
+        ..EdgeFilter::default()
+    };
+    assert_eq!(count(party).await, 4);
+    let stranger = EdgeFilter {
+        party_application_id: Some("app-elsewhere".into()),
+        ..EdgeFilter::default()
+    };
+    assert_eq!(count(stranger).await, 0);
+    let from_a = EdgeFilter {
+        source_session_id: Some(a.agent_session_id.clone()),
+        ..EdgeFilter::default()
+    };
+    assert_eq!(count(from_a).await, 2);
+    let into_c = EdgeFilter {
+        target_session_id: Some(c.agent_session_id.clone()),
+        live_at: Some(t + secs(2)),
+        ..EdgeFilter::default()
+    };
+    assert_eq!(count(into_c).await, 1);
+    let other_zone = s
+        .list_edges("zone-without-edges", &all, &page(50, None))
+        .await
+        .unwrap();
+    assert!(other_zone.items.is_empty());
+    assert!(matches!(
+        s.list_edges(&f.zone.id, &all, &page(0, None)).await,
+        Err(StoreError::Invalid(_))
+    ));
+}

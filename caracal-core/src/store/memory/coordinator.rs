@@ -25,7 +25,7 @@ use super::{MemoryStore, lock};
 use crate::model::delegation::{DelegationEdge, EdgeStatus};
 use crate::model::session::{Lifecycle, Session, SessionStatus};
 use crate::store::coordinator::{
-    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation,
+    CoordinatorStore, CoordinatorTx, EdgeFilter, IdPage, IdempotencyReceipt, IdempotentOperation,
     SessionFilter, ZoneRef,
 };
 use crate::store::outbox::OutboxMessage;
@@ -655,6 +655,46 @@ impl CoordinatorStore for MemoryStore {
             Some(last) if items.len() == limit => Some(Cursor {
                 created_at: last.started_at,
                 id: last.agent_session_id.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn list_edges(
+        &self,
+        zone_id: &str,
+        filter: &EdgeFilter,
+        page: &IdPage,
+    ) -> StoreResult<Page<DelegationEdge>> {
+        if page.limit == 0 {
+            return Err(StoreError::Invalid("page limit must be at least 1".into()));
+        }
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        let committed = lock(&self.inner.coordinator.committed);
+        let Some(zone) = committed.zones.get(zone_id) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let upper = match &page.after_id {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let items: Vec<DelegationEdge> = zone
+            .edges
+            .range::<str, _>((Bound::Unbounded, upper))
+            .rev()
+            .map(|(_, e)| e)
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = match items.last() {
+            Some(last) if items.len() == limit => Some(Cursor {
+                created_at: last.created_at,
+                id: last.id.clone(),
             }),
             _ => None,
         };

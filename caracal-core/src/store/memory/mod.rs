@@ -10,7 +10,7 @@
 //!
 //! One submodule per trait family, each owning its tables behind its own `std::sync::Mutex`:
 //! `directory`, `authority`, `keys`, `policy`, `approvals`, `coordinator`, `outbox`,
-//! `ephemeral`, `audit`. Critical sections are short and synchronous: no lock of this module is ever
+//! `ephemeral`, `audit`, `admin_audit`. Critical sections are short and synchronous: no lock of this module is ever
 //! held across an `.await` (the Coordinator's per-zone `tokio::sync::Mutex` is the one lock a
 //! unit of work holds while its caller awaits).
 //!
@@ -19,7 +19,7 @@
 //! An operation that needs several tables takes their locks in this order, and never the
 //! other way round, so two such operations cannot deadlock:
 //! `directory` → `authority` → `keys` → `policy` → `approvals` → `coordinator` (committed
-//! state) → `outbox` → `ephemeral` → `audit`. Only two operations hold more than one: a policy-set
+//! state) → `outbox` → `ephemeral` → `audit` → `admin_audit`. Only two operations hold more than one: a policy-set
 //! activation or archive (`policy` → `outbox`) and a unit-of-work commit (`coordinator` →
 //! `outbox`).
 //!
@@ -29,6 +29,7 @@
 //! after its dispatch (see [`DISPATCHED_RETENTION`]), and expired ephemeral keys are dropped
 //! lazily, so a long-running embedded host does not grow without bound.
 
+mod admin_audit;
 mod approvals;
 mod audit;
 mod authority;
@@ -79,6 +80,7 @@ struct Inner {
     outbox: Mutex<outbox::Tables>,
     ephemeral: Mutex<ephemeral::Tables>,
     audit: Mutex<audit::Tables>,
+    admin_audit: Mutex<admin_audit::Tables>,
 }
 
 impl MemoryStore {
@@ -107,6 +109,7 @@ impl MemoryStore {
                 outbox: Mutex::default(),
                 ephemeral: Mutex::default(),
                 audit: Mutex::default(),
+                admin_audit: Mutex::default(),
             }),
         }
     }

@@ -40,7 +40,7 @@ use super::{PgStore, bounded_by, changed};
 use crate::model::delegation::DelegationEdge;
 use crate::model::session::Session;
 use crate::store::coordinator::{
-    CoordinatorStore, CoordinatorTx, IdPage, IdempotencyReceipt, IdempotentOperation,
+    CoordinatorStore, CoordinatorTx, EdgeFilter, IdPage, IdempotencyReceipt, IdempotentOperation,
     SessionFilter, ZoneRef,
 };
 use crate::store::outbox::OutboxMessage;
@@ -391,6 +391,55 @@ impl CoordinatorStore for PgStore {
                 items.last().map(|s| Cursor {
                     created_at: s.started_at,
                     id: s.agent_session_id.clone(),
+                })
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn list_edges(
+        &self,
+        zone_id: &str,
+        filter: &EdgeFilter,
+        req: &IdPage,
+    ) -> StoreResult<Page<DelegationEdge>> {
+        self.bounded("list_edges", async {
+            let conn = self.conn().await?;
+            let rows = conn
+                .rows(
+                    concat!(
+                        "SELECT ",
+                        edge_cols!(),
+                        " FROM delegation_edges WHERE zone_id = $1 \
+                           AND ($2::timestamptz IS NULL \
+                                OR (status = 'active' AND expires_at > $2::timestamptz)) \
+                           AND ($3::text IS NULL OR issuer_application_id = $3::text \
+                                OR receiver_application_id = $3::text) \
+                           AND ($4::text IS NULL OR source_session_id = $4::text) \
+                           AND ($5::text IS NULL OR target_session_id = $5::text) \
+                           AND ($6::text IS NULL OR id < $6::text) \
+                         ORDER BY id DESC LIMIT $7"
+                    ),
+                    &[
+                        &zone_id,
+                        &filter.live_at,
+                        &filter.party_application_id,
+                        &filter.source_session_id,
+                        &filter.target_session_id,
+                        &req.after_id,
+                        &limit(req.limit)?,
+                    ],
+                )
+                .await?;
+            let items = all(&rows, edge)?;
+            let full = req.limit > 0 && items.len() >= req.limit as usize;
+            let next = if full {
+                items.last().map(|e| Cursor {
+                    created_at: e.created_at,
+                    id: e.id.clone(),
                 })
             } else {
                 None

@@ -65,6 +65,7 @@ pub(crate) fn conflict_name(constraint: &str) -> &'static str {
         "policy_set_bindings_pkey" => "policy_set_binding",
         "approvals_pkey" => "approval_id",
         "outbox_pkey" => "outbox_id",
+        "admin_audit_events_pkey" => "admin_audit_id",
         _ => "unique",
     }
 }

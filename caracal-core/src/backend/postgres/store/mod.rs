@@ -16,6 +16,7 @@
 //! - `coordinator.rs`: sessions, edges, epochs, receipts and the per-zone unit of work
 //!   ([`PgCoordinatorTx`]);
 //! - `ledger.rs`: the audit ledger (per-zone advisory lock, shared chain rule);
+//! - `admin_audit.rs`: the admin audit chain (per-chain advisory lock, shared link rule);
 //! - `retention.rs`: monthly ledger partitions, retention, and [`PgLeaderLease`];
 //! - `leader.rs`: [`PgLeaderLock`], the job leader locks of [`crate::jobs`] on [`PgLeaderLease`];
 //! - `rows.rs`: panic-free row decoding; `error.rs`: the error mapping.
@@ -55,6 +56,7 @@
 //!
 //! See `error.rs` for how database errors map onto [`StoreError`].
 
+mod admin_audit;
 mod approvals;
 mod authority;
 mod conn;
@@ -141,8 +143,9 @@ impl Default for PgStoreOptions {
 /// [`SigningKeyStore`](crate::store::keys::SigningKeyStore),
 /// [`OutboxStore`](crate::store::outbox::OutboxStore),
 /// [`PolicyStore`](crate::store::policy::PolicyStore),
-/// [`ApprovalStore`](crate::store::approvals::ApprovalStore) and
-/// [`CoordinatorStore`](crate::store::coordinator::CoordinatorStore).
+/// [`ApprovalStore`](crate::store::approvals::ApprovalStore),
+/// [`CoordinatorStore`](crate::store::coordinator::CoordinatorStore) and
+/// [`AdminAuditStore`](crate::store::admin_audit::AdminAuditStore).
 ///
 /// The schema is the one of `migrations/` (run [`super::migrate`] first).
 #[derive(Clone)]
