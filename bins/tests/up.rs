@@ -1,5 +1,6 @@
-//! `caracal up` runs the STS and the Audit service on the embedded default: both answer on
-//! their ports (moved by `--port-offset`), readiness is reached, and the process stops cleanly.
+//! `caracal up` runs every service on the embedded default (and on Postgres and Redis): each
+//! answers on its port (moved by `--port-offset`), readiness is reached, and the process stops
+//! cleanly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -65,6 +66,11 @@ async fn up_serves_sts_and_audit_until_sigterm() {
     }
     assert!(ready, "the STS never became ready");
     assert_eq!(get(audit, "/health").await.unwrap().0, 200);
+    // The Gateway is ready (its revocation snapshot is fresh) and refuses a bare request.
+    let (status, body) = get(8081 + offset, "/ready").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(8081 + offset, "/anything").await.unwrap();
+    assert_eq!(status, 401, "{body}");
     // The Coordinator answers and refuses an anonymous caller.
     assert_eq!(get(coordinator, "/health").await.unwrap().0, 200);
     let (status, body) = get(coordinator, "/zones/z/agents/a").await.unwrap();
@@ -199,8 +205,11 @@ async fn up_on_postgres_and_redis_keeps_state_across_restarts() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    // The stream groups were provisioned on the real Redis.
+    // The stream groups were provisioned on the real Redis; the Gateway loaded its snapshot
+    // from Postgres.
     let (status, body) = get(9090 + offset, "/ready").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(8081 + offset, "/ready").await.unwrap();
     assert_eq!(status, 200, "{body}");
     stop(child).await;
 

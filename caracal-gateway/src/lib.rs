@@ -84,13 +84,11 @@ pub mod routes;
 pub mod ssrf;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ConnectInfo;
 use caracal_core::audit::emitter::{AuditEmitter, EmitterConfig};
 use caracal_core::audit::sink::AuditSink;
 use caracal_core::clock::{SharedClock, SystemClock};
@@ -105,7 +103,7 @@ use caracal_core::streams::signature::{SigPolicy, StreamKey};
 use caracal_service::ConfigError;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -527,8 +525,10 @@ impl GatewayService {
 /// headers; hyper answers 431 beyond it). Bodies stream through it in pieces.
 pub const MAX_HEADER_BUFFER: usize = 16 * 1024;
 
-/// Serve `router` on `listener` (HTTP/1.1, header read timeout, peer address for
-/// `X-Forwarded-For`) until `shutdown` resolves; in-flight requests then get `grace`.
+/// Serve `router` on `listener` until `shutdown` resolves; in-flight requests then get
+/// `grace`. The server is the one every Caracal service runs
+/// (`caracal_service::server::serve_with`: HTTP/1.1, header read deadline, a
+/// [`MAX_HEADER_BUFFER`] header cap, the peer address for `X-Forwarded-For`).
 pub async fn serve_on(
     listener: TcpListener,
     router: axum::Router,
@@ -536,48 +536,12 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let service = tower::ServiceExt::map_request(
-            router.clone(),
-            move |mut r: hyper::Request<hyper::body::Incoming>| {
-                r.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                r
-            },
-        );
-        let service = hyper_util::service::TowerToHyperService::new(service);
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(read_header_timeout)
-            .max_buf_size(MAX_HEADER_BUFFER);
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within the shutdown grace");
-    }
-    Ok(())
+    let limits = caracal_service::server::ServerLimits {
+        header_read_timeout: read_header_timeout,
+        max_header_bytes: MAX_HEADER_BUFFER,
+        shutdown_grace: grace,
+    };
+    caracal_service::server::serve_with(listener, router, shutdown, limits).await
 }
 
 /// Run the Gateway from `settings` until `shutdown`: backends, the initial snapshot (fatal),

@@ -49,8 +49,11 @@ pub struct ServerLimits {
     /// A request's headers must arrive within this time of the connection waiting for them
     /// (the first request and every keep-alive request); then the connection is closed.
     pub header_read_timeout: Duration,
-    /// Most header bytes hyper buffers for one request (hyper's floor is 8 KiB).
+    /// Most header bytes hyper buffers for one request (hyper's floor is 8 KiB; beyond it
+    /// hyper answers 431). Bodies stream through the buffer in pieces.
     pub max_header_bytes: usize,
+    /// How long in-flight requests get after shutdown is requested.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerLimits {
@@ -58,6 +61,7 @@ impl Default for ServerLimits {
         Self {
             header_read_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -72,7 +76,8 @@ pub async fn serve(
     serve_with(listener, router, shutdown, ServerLimits::default()).await
 }
 
-/// [`serve`] with explicit limits.
+/// [`serve`] with explicit limits. Every request carries the peer address as
+/// `axum::extract::ConnectInfo<SocketAddr>` (the Gateway's `X-Forwarded-For`, per-IP limits).
 pub async fn serve_with(
     listener: TcpListener,
     router: axum::Router,
@@ -91,9 +96,17 @@ pub async fn serve_with(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(router.clone());
+                    let service = tower::ServiceExt::map_request(
+                        router.clone(),
+                        move |mut r: hyper::Request<hyper::body::Incoming>| {
+                            r.extensions_mut()
+                                .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+                            r
+                        },
+                    );
+                    let service = TowerToHyperService::new(service);
                     let conn = http.serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
@@ -111,7 +124,7 @@ pub async fn serve_with(
         }
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {

@@ -1,13 +1,21 @@
-//! `caracal up`: the services in one process on the embedded default.
+//! `caracal up`: every service in one process.
 //!
-//! Today that is the STS, the Admin API, the Coordinator and the Audit service, in dev mode, sharing one
-//! in-memory store and one in-process stream bus, so what the Admin API creates the STS
-//! serves, the Coordinator verifies the STS's session mandates with the same key ring, and every
-//! decision the STS makes is ingested into the audit chain. The Gateway joins when it lands
-//! (listed as "not yet available"). No Postgres or Redis is
-//! needed. `up` prints the URLs and the bootstrap admin token (`CARACAL_BOOTSTRAP_ADMIN_TOKEN`
-//! when set, otherwise generated and written to `<data-dir>/bootstrap-admin-token` with mode
-//! 0600), waits until each service is ready, and stops cleanly on Ctrl-C or SIGTERM.
+//! The STS (8080), the Gateway (8081), the Coordinator (4000), the Admin API (3000) and the
+//! Audit service (9090), in dev mode, sharing one store and one stream bus: what the Admin
+//! API creates the STS serves, the Coordinator verifies the STS's session mandates with the
+//! same key ring, the Gateway calls the STS's exchange in-process (same checks and audit, no
+//! HTTP hop), the Coordinator's background jobs run, and every decision is ingested into the
+//! audit chain.
+//!
+//! The embedded default is an in-memory store and in-process streams: no Postgres or Redis
+//! needed. With `--database-url` and `--redis-url` (or `DATABASE_URL` / `REDIS_URL`) it
+//! migrates Postgres, provisions the stream groups on Redis and runs every service on them;
+//! the development keys (KEK, stream, audit and Gateway HMAC keys) are then generated once into
+//! `<data-dir>/dev-keys.json` (0600) so state written by one run is readable by the next.
+//!
+//! `up` prints the URLs and the bootstrap admin token (`CARACAL_BOOTSTRAP_ADMIN_TOKEN` when
+//! set, otherwise generated and written to `<data-dir>/bootstrap-admin-token` with mode 0600),
+//! waits until each service is ready, and stops cleanly on Ctrl-C or SIGTERM.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -175,7 +183,7 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 /// The services of `up`, with their reference ports and whether this build runs them.
 pub const SERVICES: &[(&str, u16, &str, bool)] = &[
     ("STS", 8080, "token exchange, JWKS, approvals", true),
-    ("Gateway", 8081, "mandate-verifying reverse proxy", false),
+    ("Gateway", 8081, "mandate-verifying reverse proxy", true),
     ("Coordinator", 4000, "sessions and delegation", true),
     (
         "Admin API",
@@ -195,8 +203,12 @@ fn port(base: u16, offset: u16) -> Result<u16, CmdError> {
 }
 
 /// The banner printed once the services are up.
-pub fn banner(offset: u16) -> Result<String, CmdError> {
-    let mut out = String::from("caracal up (dev mode, embedded in-memory store and streams)\n");
+pub fn banner(offset: u16, durable: bool) -> Result<String, CmdError> {
+    let mut out = String::from(if durable {
+        "caracal up (dev mode, on Postgres and Redis)\n"
+    } else {
+        "caracal up (dev mode, embedded in-memory store and streams)\n"
+    });
     for (name, base, what, running) in SERVICES {
         let p = port(*base, offset)?;
         if *running {
@@ -235,6 +247,7 @@ pub async fn serve(
     let audit_port = port(9090, args.port_offset)?;
     let admin_port = port(3000, args.port_offset)?;
     let coordinator_port = port(4000, args.port_offset)?;
+    let gateway_port = port(8081, args.port_offset)?;
     let token = bootstrap_token(args)?;
     let issuer = args
         .issuer
@@ -245,6 +258,11 @@ pub async fn serve(
         StsSettings::dev(issuer.clone(), replay).map_err(|e| CmdError::Config(e.to_string()))?;
     settings.port = sts_port;
     let mut audit_config = AuditConfig::dev();
+    // Dev mode: the Gateway may reach loopback upstreams (the demo's echo server); private
+    // and CGNAT ranges stay refused.
+    let mut gateway_settings =
+        caracal_gateway::GatewaySettings::dev(args.data_dir.join("gateway-audit-replay"));
+    gateway_settings.port = gateway_port;
     let ids: caracal_core::ids::SharedIdGen = Arc::new(caracal_core::ids::UuidV7);
 
     let stack = match &backing {
@@ -258,9 +276,29 @@ pub async fn serve(
             .map_err(|e| CmdError::Config(e.to_string()))?;
             let receipt_key = caracal_core::secrets::envelope::Kek::generate_hex()
                 .map_err(|e| CmdError::Config(e.to_string()))?;
+            // The in-process Gateway signs its exchanges like a remote one, so the STS needs
+            // the Gateway key (a fresh one: both live in this process only).
+            let gateway_key = caracal_core::exchange::envelope::GatewayKey::from_hex(
+                &caracal_core::secrets::envelope::Kek::generate_hex()
+                    .map_err(|e| CmdError::Config(e.to_string()))?,
+            )
+            .map_err(|e| CmdError::Config(e.to_string()))?;
+            settings.gateway_key = Some(gateway_key.clone());
+            gateway_settings.gateway_key = Some(gateway_key);
             let keyring = settings.keyring.clone();
-            let sts = StsService::new(settings, StsBackends::memory(store.clone(), streams))
-                .map_err(|e| CmdError::Config(e.to_string()))?;
+            let sts = StsService::new(
+                settings,
+                StsBackends::memory(store.clone(), streams.clone()),
+            )
+            .map_err(|e| CmdError::Config(e.to_string()))?;
+            let gateway = caracal_gateway::GatewayService::in_process(
+                gateway_settings,
+                Arc::clone(sts.sts()),
+                store.clone(),
+                streams,
+                clock.clone(),
+            )
+            .map_err(|e| CmdError::Config(e.to_string()))?;
             let audit_key = caracal_core::audit::AuditHmacKey::from_hex(
                 &caracal_core::secrets::envelope::Kek::generate_hex()
                     .map_err(|e| CmdError::Config(e.to_string()))?,
@@ -270,6 +308,7 @@ pub async fn serve(
                 store,
                 Arc::new(caracal_core::store::memory::MemoryLeaderLock::new()),
                 sts,
+                gateway,
                 audit,
                 keyring,
                 receipt_key,
@@ -311,10 +350,12 @@ pub async fn serve(
                 .map_err(|e| bad_key("audit", e.to_string()))?;
             settings.audit_key = Some(audit_key.clone());
             let admin_audit_key = audit_key.clone();
-            settings.gateway_key = Some(
-                caracal_core::exchange::envelope::GatewayKey::from_hex(&keys.gateway)
-                    .map_err(|e| bad_key("gateway", e.to_string()))?,
-            );
+            let gateway_key = caracal_core::exchange::envelope::GatewayKey::from_hex(&keys.gateway)
+                .map_err(|e| bad_key("gateway", e.to_string()))?;
+            settings.gateway_key = Some(gateway_key.clone());
+            gateway_settings.gateway_key = Some(gateway_key);
+            gateway_settings.streams_key = settings.streams_key.clone();
+            gateway_settings.audit_key = settings.audit_key.clone();
             settings.database_url = secret(database_url);
             settings.redis_url = secret(redis_url);
             audit_config.hmac_key = Some(audit_key);
@@ -347,10 +388,28 @@ pub async fn serve(
             let leader = Arc::new(caracal_core::backend::postgres::PgLeaderLock::new(
                 pg.clone(),
             ));
+            // The Gateway: in-process exchange, jti markers and streams on Redis, the
+            // revocation snapshot from Postgres.
+            let mut parts = caracal_gateway::GatewayService::in_process_parts(
+                gateway_settings,
+                Arc::clone(sts.sts()),
+                Arc::new(caracal_core::backend::redis::RedisKeys::new(
+                    redis.pool().clone(),
+                )),
+                Arc::new(redis.clone()),
+                clock.clone(),
+            );
+            parts.snapshot = Arc::new(caracal_gateway::revocation::PgSnapshotSource::new(
+                pg.clone(),
+            ));
+            parts.redis = Arc::new(redis.clone());
+            let gateway = caracal_gateway::GatewayService::new(parts)
+                .map_err(|e| CmdError::Config(e.to_string()))?;
             Stack::build(
                 Arc::new(pg),
                 leader,
                 sts,
+                gateway,
                 audit,
                 keyring,
                 keys.receipts,
@@ -364,6 +423,7 @@ pub async fn serve(
     };
     let Stack {
         sts,
+        gateway,
         audit,
         admin,
         coordinator,
@@ -372,6 +432,11 @@ pub async fn serve(
 
     let audit_workers = audit.spawn_workers();
     let sts_workers = sts.spawn_workers();
+    gateway
+        .reload_revocations()
+        .await
+        .map_err(|e| CmdError::Config(format!("the Gateway's revocation snapshot: {e}")))?;
+    let gateway_workers = gateway.spawn_workers();
     let (jobs_stop, jobs_rx) = tokio::sync::watch::channel(false);
     let jobs = jobs.spawn(jobs_rx);
     let bind = |p: u16| async move {
@@ -383,6 +448,7 @@ pub async fn serve(
     let audit_listener = bind(audit_port).await?;
     let admin_listener = bind(admin_port).await?;
     let coordinator_listener = bind(coordinator_port).await?;
+    let gateway_listener = bind(gateway_port).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -406,15 +472,24 @@ pub async fn serve(
     let coordinator_server = tokio::spawn(caracal_service::server::serve(
         coordinator_listener,
         coordinator.router(),
+        stopped(stop_rx.clone()),
+    ));
+    let gateway_server = tokio::spawn(caracal_gateway::serve_on(
+        gateway_listener,
+        gateway.router(),
+        gateway.settings().timeouts.read_header,
         stopped(stop_rx),
+        caracal_service::server::SHUTDOWN_GRACE,
     ));
 
-    // Readiness: the STS's consumers have joined their groups and the audit consumer reads.
+    // Readiness: the STS's consumers have joined their groups, the audit consumer reads and
+    // the Gateway's revocation snapshot is fresh.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let sts_ready = caracal_sts::routes::readiness(&sts).await.is_ok();
         let audit_ready = audit.consumer_health().is_healthy();
-        if sts_ready && audit_ready {
+        let gateway_ready = caracal_gateway::routes::readiness(&gateway).await.is_ok();
+        if sts_ready && audit_ready && gateway_ready {
             break;
         }
         if tokio::time::Instant::now() > deadline {
@@ -425,7 +500,7 @@ pub async fn serve(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut text = banner(args.port_offset)?;
+    let mut text = banner(args.port_offset, matches!(backing, Backing::Durable { .. }))?;
     text.push_str(&format!(
         "Bootstrap admin token (Authorization: Bearer ...): {token}\n"
     ));
@@ -434,13 +509,20 @@ pub async fn serve(
     shutdown.await;
     let _ = stop_tx.send(true);
     let grace = caracal_service::server::SHUTDOWN_GRACE;
-    for server in [sts_server, audit_server, admin_server, coordinator_server] {
+    for server in [
+        sts_server,
+        audit_server,
+        admin_server,
+        coordinator_server,
+        gateway_server,
+    ] {
         if let Ok(Ok(Err(e))) = tokio::time::timeout(grace, server).await {
             tracing::warn!(error = %e, "a server stopped with an error");
         }
     }
     let _ = jobs_stop.send(true);
     let _ = tokio::time::timeout(grace, jobs.join()).await;
+    gateway_workers.shutdown(grace).await;
     sts_workers.shutdown(grace).await;
     audit_workers.shutdown(grace).await;
     Ok(())
@@ -449,6 +531,7 @@ pub async fn serve(
 /// The services of one `up`, built over one store.
 struct Stack {
     sts: Arc<StsService>,
+    gateway: Arc<caracal_gateway::GatewayService>,
     audit: Arc<AuditService>,
     admin: Arc<caracal_control::AdminApi>,
     coordinator: Arc<caracal_control::CoordinatorApi>,
@@ -464,6 +547,7 @@ impl Stack {
         store: Arc<S>,
         leader: Arc<dyn caracal_core::store::leader::LeaderLock>,
         sts: Arc<StsService>,
+        gateway: Arc<caracal_gateway::GatewayService>,
         audit: Arc<AuditService>,
         keyring: Arc<caracal_core::secrets::Keyring>,
         receipt_key: String,
@@ -529,6 +613,7 @@ impl Stack {
         );
         Self {
             sts,
+            gateway,
             audit,
             admin,
             coordinator,
@@ -543,12 +628,15 @@ mod tests {
 
     #[test]
     fn banner_names_the_running_services_and_the_missing_ones() {
-        let b = banner(100).unwrap();
+        let b = banner(100, false).unwrap();
         assert!(b.contains("http://127.0.0.1:8180"));
+        assert!(b.contains("http://127.0.0.1:8181"));
+        assert!(b.contains("in-memory"));
+        assert!(banner(0, true).unwrap().contains("Postgres and Redis"));
         assert!(b.contains("http://127.0.0.1:9190"));
         assert!(b.contains("http://127.0.0.1:3100"));
         assert!(b.contains("http://127.0.0.1:4100"));
-        assert!(b.contains("Gateway") && b.contains("not yet available"));
-        assert!(banner(60_000).is_err());
+        assert!(!b.contains("not yet available"));
+        assert!(banner(60_000, false).is_err());
     }
 }
