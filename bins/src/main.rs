@@ -7,6 +7,10 @@
 //! - `cmd::migrate`: `caracal migrate`, the forward-only migrations of `migrations/`.
 //! - `cmd::policy`: `caracal policy eval|validate`, the policy engine on local files.
 //! - `cmd::streams`: `caracal streams provision|verify`, the nine Redis streams and groups.
+//! - `cmd::demo`: `caracal demo`, the guided tour over HTTP (or `--embedded`).
+//! - `cmd::status`: `caracal status`, each service's health and readiness reason.
+//! - `api`: the typed HTTP client of the services, shared by `demo`, `status` and the load
+//!   harness.
 //! - `cmd::audit`: `caracal audit verify`, the chain verifier over a Postgres ledger.
 //! - `cmd`: the command error type and how it maps to exit codes.
 //!
@@ -14,6 +18,7 @@
 //! that is the only place with I/O. Logs go to stderr (`RUST_LOG`, default `warn`); results go
 //! to stdout. Exit codes: 0 success, 1 failure, 2 usage error.
 
+mod api;
 mod cmd;
 
 use std::process::ExitCode;
@@ -40,6 +45,12 @@ enum Command {
     Streams(cmd::streams::StreamsArgs),
     /// Audit ledger tools: `verify` checks every zone's hash chain.
     Audit(cmd::audit::AuditArgs),
+    /// The guided tour: a world built, authority delegated, used through the Gateway and
+    /// revoked, the audit chain verified (against `caracal up`, or `--embedded`).
+    Demo(cmd::demo::DemoArgs),
+    /// Each service's health and readiness with its reason (`--ready`: exit 1 unless all
+    /// ready; `--json`: machine output).
+    Status(cmd::status::StatusArgs),
     /// Evaluate a policy input against data documents, or validate a data document.
     Policy(cmd::policy::PolicyArgs),
 }
@@ -53,6 +64,8 @@ fn main() -> ExitCode {
         Command::Streams(args) => cmd::block_on(cmd::streams::run(args)),
         Command::Audit(args) => cmd::block_on(cmd::audit::run(args)),
         Command::Policy(args) => cmd::policy::run(&args),
+        Command::Demo(args) => cmd::demo::run(&args),
+        Command::Status(args) => cmd::block_on(cmd::status::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,23 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A port offset whose five service ports are free right now (tests run in parallel, in
+/// several binaries, so a pid-derived offset can collide).
+fn free_offset() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 997) as u16 * 20;
+    loop {
+        let offset = start + NEXT.fetch_add(7, Ordering::Relaxed) % 20_000;
+        let free = [8080u16, 8081, 4000, 3000, 9090]
+            .iter()
+            .all(|base| std::net::TcpListener::bind(("0.0.0.0", base + offset)).is_ok());
+        if free {
+            return offset;
+        }
+    }
+}
+
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -46,7 +63,7 @@ async fn get_auth(port: u16, path: &str, bearer: &str) -> Option<(u16, String)> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_sts_and_audit_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let offset: u16 = 20_000 + (std::process::id() % 20_000) as u16;
+    let offset = free_offset();
     let mut child = Command::new(env!("CARGO_BIN_EXE_caracal"))
         .args(["up", "--port-offset", &offset.to_string(), "--data-dir"])
         .arg(dir.path())
@@ -189,7 +206,7 @@ async fn up_on_postgres_and_redis_keeps_state_across_restarts() {
     };
     let db = pg.create_database("up_durable").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let offset: u16 = 21_000 + (std::process::id() % 20_000) as u16;
+    let offset = free_offset();
     let durable = ["--database-url", db.as_str(), "--redis-url", &redis.url()];
     let durable: Vec<&str> = durable.iter().map(|s| &**s).collect();
 

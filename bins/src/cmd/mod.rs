@@ -1,8 +1,10 @@
 //! Subcommands and their shared error type.
 
 pub mod audit;
+pub mod demo;
 pub mod migrate;
 pub mod policy;
+pub mod status;
 pub mod streams;
 pub mod up;
 
@@ -45,6 +47,12 @@ pub enum CmdError {
     /// `caracal audit verify` found problems in the ledger; the message names each zone.
     #[error("{0}")]
     Audit(String),
+    /// `caracal demo` met an unexpected outcome; the message names the step.
+    #[error("demo failed: {0}")]
+    Demo(String),
+    /// `caracal status --ready`: some service is not ready (named).
+    #[error("{0}")]
+    Status(String),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

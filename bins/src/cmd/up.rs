@@ -258,6 +258,8 @@ pub async fn serve(
         StsSettings::dev(issuer.clone(), replay).map_err(|e| CmdError::Config(e.to_string()))?;
     settings.port = sts_port;
     let mut audit_config = AuditConfig::dev();
+    // The Audit service's admin routes (search, DLQ, verify) take the bootstrap admin token.
+    audit_config.admin_token = Some(caracal_service::config::Secret::new(token.clone()));
     // Dev mode: the Gateway may reach loopback upstreams (the demo's echo server); private
     // and CGNAT ranges stay refused.
     let mut gateway_settings =
@@ -269,6 +271,21 @@ pub async fn serve(
         Backing::Memory => {
             let store = Arc::new(MemoryStore::with_clock(clock.clone()));
             let streams = Arc::new(MemoryStreams::new(clock.clone()));
+            // The groups exist before anything consumes, as `caracal streams provision` makes
+            // them on Redis.
+            caracal_core::streams::provision::provision(&*streams)
+                .await
+                .map_err(|e| CmdError::Config(format!("provisioning the streams: {e}")))?;
+            // One fresh audit key: producers sign events with it, the ledger links the chain
+            // with it, and the admin audit chain uses it too.
+            let audit_key = caracal_core::audit::AuditHmacKey::from_hex(
+                &caracal_core::secrets::envelope::Kek::generate_hex()
+                    .map_err(|e| CmdError::Config(e.to_string()))?,
+            )
+            .map_err(|e| CmdError::Config(e.to_string()))?;
+            audit_config.hmac_key = Some(audit_key.clone());
+            settings.audit_key = Some(audit_key.clone());
+            gateway_settings.audit_key = Some(audit_key.clone());
             let audit = AuditService::new(
                 audit_config,
                 caracal_audit::Backends::on_memory_store(streams.clone(), store.clone()),
@@ -297,11 +314,6 @@ pub async fn serve(
                 store.clone(),
                 streams,
                 clock.clone(),
-            )
-            .map_err(|e| CmdError::Config(e.to_string()))?;
-            let audit_key = caracal_core::audit::AuditHmacKey::from_hex(
-                &caracal_core::secrets::envelope::Kek::generate_hex()
-                    .map_err(|e| CmdError::Config(e.to_string()))?,
             )
             .map_err(|e| CmdError::Config(e.to_string()))?;
             Stack::build(
