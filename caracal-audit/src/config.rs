@@ -145,20 +145,12 @@ impl AuditConfig {
 
     /// The published-mode refusals, and positive intervals.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.mode.is_published() {
-            for (name, missing) in [
-                ("AUDIT_HMAC_KEY", self.hmac_key.is_none()),
-                ("DATABASE_URL", self.database_url.is_none()),
-                ("REDIS_URL", self.redis_url.is_none()),
-            ] {
-                if missing {
-                    return Err(ConfigError::invalid(
-                        name,
-                        format!("is required when CARACAL_MODE is {}", self.mode),
-                    ));
-                }
-            }
-        }
+        self.mode.require(&[
+            ("AUDIT_HMAC_KEY", self.hmac_key.is_none()),
+            ("DATABASE_URL", self.database_url.is_none()),
+            ("REDIS_URL", self.redis_url.is_none()),
+            ("METRICS_BEARER", self.metrics_bearer.is_none()),
+        ])?;
         if self.claim_idle.is_zero() {
             return Err(ConfigError::invalid(
                 "AUDIT_CLAIM_IDLE_SECS",

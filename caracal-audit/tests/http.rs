@@ -344,13 +344,15 @@ async fn metrics_follow_the_bearer_rules() {
     c.mode = Mode::Stable;
     c.database_url = Some(Secret::new("postgres://unused"));
     c.redis_url = Some(Secret::new("redis://unused"));
-    let (closed, _) = service(c.clone());
-    let r = call(&closed, Method::GET, "/metrics", None).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::UNAUTHORIZED,
-        "closed when published"
-    );
+    // Published without a bearer: the service refuses to start, naming the setting.
+    let clock = FakeClock::new(Utc.with_ymd_and_hms(2026, 5, 21, 12, 30, 0).unwrap());
+    let refused = AuditService::with_clock(
+        c.clone(),
+        Backends::memory(Arc::new(clock.clone())),
+        Arc::new(clock),
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("METRICS_BEARER"), "{refused}");
 
     c.metrics_bearer = Some(Secret::new("m-token"));
     let (guarded, _) = service(c);
@@ -370,7 +372,11 @@ async fn metrics_follow_the_bearer_rules() {
 
 #[test]
 fn published_modes_refuse_to_start_without_the_key() {
-    let base = [("DATABASE_URL", "postgres://x"), ("REDIS_URL", "redis://x")];
+    let base = [
+        ("DATABASE_URL", "postgres://x"),
+        ("REDIS_URL", "redis://x"),
+        ("METRICS_BEARER", "m-token"),
+    ];
     for mode in [None, Some("rc"), Some("STABLE")] {
         let mut pairs = base.to_vec();
         if let Some(m) = mode {
@@ -381,8 +387,18 @@ fn published_modes_refuse_to_start_without_the_key() {
     }
     let mut pairs = base.to_vec();
     pairs.push(("AUDIT_HMAC_KEY", KEY_HEX));
-    let c = AuditConfig::from_env(&Env::from_pairs(pairs)).unwrap();
+    let c = AuditConfig::from_env(&Env::from_pairs(pairs.clone())).unwrap();
     assert_eq!((c.port, c.consumer.as_str()), (9090, "audit-worker-0"));
+    // Each other published requirement refuses on its own, naming itself.
+    for missing in ["DATABASE_URL", "REDIS_URL", "METRICS_BEARER"] {
+        let without: Vec<_> = pairs
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != missing)
+            .collect();
+        let err = AuditConfig::from_env(&Env::from_pairs(without)).unwrap_err();
+        assert!(err.to_string().contains(missing), "{err}");
+    }
     assert!(AuditConfig::from_env(&Env::from_pairs([("CARACAL_MODE", "dev")])).is_ok());
     let short = AuditConfig::from_env(&Env::from_pairs([
         ("CARACAL_MODE", "dev"),

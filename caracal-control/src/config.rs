@@ -187,23 +187,13 @@ impl ControlSettings {
     /// The published-mode refusals: every key and both backends must be configured (dev
     /// falls back to generated keys and in-memory backends).
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.mode.is_published() {
-            for (name, missing) in [
-                ("ADMIN_AUDIT_HMAC_KEY", self.audit_key.is_none()),
-                ("IDEMPOTENCY_HMAC_KEY", self.idempotency_key.is_none()),
-                ("STREAMS_HMAC_KEY", self.streams_key.is_none()),
-                ("DATABASE_URL", self.database_url.is_none()),
-                ("REDIS_URL", self.redis_url.is_none()),
-            ] {
-                if missing {
-                    return Err(ConfigError::invalid(
-                        name,
-                        format!("is required when CARACAL_MODE is {}", self.mode),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.mode.require(&[
+            ("ADMIN_AUDIT_HMAC_KEY", self.audit_key.is_none()),
+            ("IDEMPOTENCY_HMAC_KEY", self.idempotency_key.is_none()),
+            ("STREAMS_HMAC_KEY", self.streams_key.is_none()),
+            ("DATABASE_URL", self.database_url.is_none()),
+            ("REDIS_URL", self.redis_url.is_none()),
+        ])
     }
 }
 

@@ -319,19 +319,15 @@ impl GatewaySettings {
                 "is a development setting, refused",
             );
         }
-        for (name, missing) in [
+        self.mode.require(&[
             ("STS_URL", self.sts_url.is_none()),
             ("GATEWAY_STS_HMAC_KEY", self.gateway_key.is_none()),
             ("STREAMS_HMAC_KEY", self.streams_key.is_none()),
             ("AUDIT_HMAC_KEY", self.audit_key.is_none()),
             ("DATABASE_URL", self.database_url.is_none()),
             ("REDIS_URL", self.redis_url.is_none()),
-        ] {
-            if missing {
-                return refuse(name, "is required");
-            }
-        }
-        Ok(())
+            ("METRICS_BEARER", self.metrics_bearer.is_none()),
+        ])
     }
 }
 
@@ -351,6 +347,7 @@ mod tests {
             ("AUDIT_HMAC_KEY", HMAC),
             ("DATABASE_URL", "postgres://localhost/caracal"),
             ("REDIS_URL", "redis://localhost"),
+            ("METRICS_BEARER", "metrics-bearer-token"),
         ]
     }
 
@@ -379,6 +376,7 @@ mod tests {
             "AUDIT_HMAC_KEY",
             "DATABASE_URL",
             "REDIS_URL",
+            "METRICS_BEARER",
         ] {
             assert!(with(&[], &[missing]).is_err(), "{missing}");
         }

@@ -174,6 +174,23 @@ impl Mode {
         !matches!(self, Mode::Dev)
     }
 
+    /// The published-mode refusal every service shares: in `rc`/`stable`, each setting named in
+    /// `required` whose flag says it is missing refuses start-up, naming the first one. In
+    /// `dev` nothing is refused (the services fall back to generated keys, in-memory backends
+    /// and open metrics, and log that they do).
+    pub fn require(self, required: &[(&str, bool)]) -> Result<(), ConfigError> {
+        if !self.is_published() {
+            return Ok(());
+        }
+        match required.iter().find(|(_, missing)| *missing) {
+            Some((name, _)) => Err(ConfigError::invalid(
+                *name,
+                format!("is required when CARACAL_MODE is {}", self.as_str()),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The mode's name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -220,23 +220,14 @@ impl StsSettings {
 
     /// The published-mode refusals.
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.mode.is_published() {
-            for (name, missing) in [
-                ("GATEWAY_STS_HMAC_KEY", self.gateway_key.is_none()),
-                ("STREAMS_HMAC_KEY", self.streams_key.is_none()),
-                ("AUDIT_HMAC_KEY", self.audit_key.is_none()),
-                ("DATABASE_URL", self.database_url.is_none()),
-                ("REDIS_URL", self.redis_url.is_none()),
-            ] {
-                if missing {
-                    return Err(ConfigError::invalid(
-                        name,
-                        format!("is required when CARACAL_MODE is {}", self.mode),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.mode.require(&[
+            ("GATEWAY_STS_HMAC_KEY", self.gateway_key.is_none()),
+            ("STREAMS_HMAC_KEY", self.streams_key.is_none()),
+            ("AUDIT_HMAC_KEY", self.audit_key.is_none()),
+            ("DATABASE_URL", self.database_url.is_none()),
+            ("REDIS_URL", self.redis_url.is_none()),
+            ("METRICS_BEARER", self.metrics_bearer.is_none()),
+        ])
     }
 }
 
@@ -257,6 +248,7 @@ mod tests {
             ("AUDIT_HMAC_KEY", HMAC),
             ("DATABASE_URL", "postgres://localhost/caracal"),
             ("REDIS_URL", "redis://localhost"),
+            ("METRICS_BEARER", "metrics-bearer-token"),
         ]
     }
 
@@ -287,7 +279,14 @@ mod tests {
     /// Conformance check 58: each of these refuses to start.
     #[test]
     fn published_mode_refusals() {
-        for missing in ["STREAMS_HMAC_KEY", "GATEWAY_STS_HMAC_KEY", "AUDIT_HMAC_KEY"] {
+        for missing in [
+            "STREAMS_HMAC_KEY",
+            "GATEWAY_STS_HMAC_KEY",
+            "AUDIT_HMAC_KEY",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "METRICS_BEARER",
+        ] {
             assert!(with(&[], &[missing]).is_err(), "{missing}");
         }
         assert!(with(&[("INSECURE_HTTP", "1")], &[]).is_err());
