@@ -184,7 +184,7 @@ impl Mode {
         }
         match required.iter().find(|(_, missing)| *missing) {
             Some((name, _)) => Err(ConfigError::invalid(
-                *name,
+                name,
                 format!("is required when CARACAL_MODE is {}", self.as_str()),
             )),
             None => Ok(()),
