@@ -12,6 +12,7 @@
 //! - `api`: the typed HTTP client of the services, shared by `demo`, `status` and the load
 //!   harness.
 //! - `cmd::audit`: `caracal audit verify`, the chain verifier over a Postgres ledger.
+//! - `cmd::doctor`: `caracal doctor`, the five reconciliation checks after an outage.
 //! - `cmd`: the command error type and how it maps to exit codes.
 //!
 //! Each subcommand is a module with an `Args` struct (parsed by clap) and a `run` function
@@ -51,6 +52,9 @@ enum Command {
     /// Each service's health and readiness with its reason (`--ready`: exit 1 unless all
     /// ready; `--json`: machine output).
     Status(cmd::status::StatusArgs),
+    /// Run the five reconciliation checks (migrations, streams, outbox, audit DLQ and replay
+    /// directories, Gateway revocation freshness); exits 1 when any fails.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Evaluate a policy input against data documents, or validate a data document.
     Policy(cmd::policy::PolicyArgs),
 }
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => cmd::policy::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Status(args) => cmd::block_on(cmd::status::run(args)),
+        Command::Doctor(args) => cmd::block_on(cmd::doctor::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

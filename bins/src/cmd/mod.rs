@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod demo;
+pub mod doctor;
 pub mod migrate;
 pub mod policy;
 pub mod status;
@@ -53,6 +54,9 @@ pub enum CmdError {
     /// `caracal status --ready`: some service is not ready (named).
     #[error("{0}")]
     Status(String),
+    /// `caracal doctor` found failing checks; the table on stdout names each with its action.
+    #[error("{0}")]
+    Doctor(String),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
