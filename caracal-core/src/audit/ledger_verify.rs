@@ -4,7 +4,8 @@
 
 use super::{AuditHmacKey, ChainHead, ChainStart, ChainVerifier, VerifyOptions, VerifyReport};
 use crate::store::StoreResult;
-use crate::store::audit::AuditLedger;
+use crate::store::audit::{AuditExportStore, AuditLedger};
+use chrono::{DateTime, Utc};
 
 /// Rows per `read_chain` page.
 pub const VERIFY_PAGE: u32 = 1_000;
@@ -32,6 +33,50 @@ pub async fn verify_ledger_zone_after(
     verify_paged(ledger, zone_id, key, head, VERIFY_PAGE).await
 }
 
+/// Verify the rows of a zone ingested at or after `since` (the `--since` of
+/// `caracal audit verify`): a window starting at the zone's first such row, whose own link is
+/// not judged (its predecessor is outside the window) while every later row's is. Per zone,
+/// ingest time follows `chain_seq` (both ledgers take it under the zone's append lock), so the
+/// window is every row from that one on. A zone with no such row gives an empty report.
+pub async fn verify_ledger_zone_since(
+    ledger: &dyn AuditLedger,
+    exports: &dyn AuditExportStore,
+    zone_id: &str,
+    key: Option<&AuditHmacKey>,
+    since: DateTime<Utc>,
+) -> StoreResult<VerifyReport> {
+    // Rows come ordered by (zone, seq) after the keyset position (zone, 0): the first one is
+    // this zone's first row in the window, if it has one.
+    // Any bound past every ingest time that Postgres can store will do.
+    let end = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(since);
+    let first = exports
+        .read_ingest_window(since, end, Some((zone_id, 0)), 1)
+        .await?
+        .into_iter()
+        .next()
+        .filter(|r| r.event.zone_id == zone_id);
+    let Some(first) = first else {
+        return Ok(ChainVerifier::new(
+            zone_id,
+            VerifyOptions {
+                key: key.cloned(),
+                start: ChainStart::Window,
+                ..VerifyOptions::default()
+            },
+        )
+        .finish());
+    };
+    verify_from(
+        ledger,
+        zone_id,
+        key,
+        ChainStart::Window,
+        first.chain_seq - 1,
+        VERIFY_PAGE,
+    )
+    .await
+}
+
 async fn verify_paged(
     ledger: &dyn AuditLedger,
     zone_id: &str,
@@ -39,11 +84,24 @@ async fn verify_paged(
     head: Option<&ChainHead>,
     page_size: u32,
 ) -> StoreResult<VerifyReport> {
-    let checkpoint = ledger.latest_checkpoint(zone_id).await?;
-    let (start, mut after) = match head {
+    let (start, after) = match head {
         Some(h) => (ChainStart::After(h.clone()), h.chain_seq),
         None => (ChainStart::Genesis, 0i64),
     };
+    verify_from(ledger, zone_id, key, start, after, page_size).await
+}
+
+/// Feed the zone's rows after `after` to a verifier starting as `start`, page by page, with
+/// the zone's newest checkpoint.
+async fn verify_from(
+    ledger: &dyn AuditLedger,
+    zone_id: &str,
+    key: Option<&AuditHmacKey>,
+    start: ChainStart,
+    mut after: i64,
+    page_size: u32,
+) -> StoreResult<VerifyReport> {
+    let checkpoint = ledger.latest_checkpoint(zone_id).await?;
     let mut verifier = ChainVerifier::new(
         zone_id,
         VerifyOptions {
