@@ -13,6 +13,8 @@
 //!   harness.
 //! - `cmd::audit`: `caracal audit verify`, the chain verifier over a Postgres ledger.
 //! - `cmd::doctor`: `caracal doctor`, the five reconciliation checks after an outage.
+//! - `cmd::bench`: `caracal bench`, the load harness and `BENCHMARKS.md`.
+//! - `api`: a typed HTTP client of the services (used by the harness).
 //! - `cmd`: the command error type and how it maps to exit codes.
 //!
 //! Each subcommand is a module with an `Args` struct (parsed by clap) and a `run` function
@@ -57,6 +59,9 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Evaluate a policy input against data documents, or validate a data document.
     Policy(cmd::policy::PolicyArgs),
+    /// Load harness: closed-loop scenarios against the embedded stack or a running one,
+    /// with an audit loss check; `--report BENCHMARKS.md` writes the results.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Status(args) => cmd::block_on(cmd::status::run(args)),
         Command::Doctor(args) => cmd::block_on(cmd::doctor::run(args)),
+        Command::Bench(args) => cmd::bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Subcommands and their shared error type.
 
 pub mod audit;
+pub mod bench;
 pub mod demo;
 pub mod doctor;
 pub mod migrate;
@@ -57,6 +58,9 @@ pub enum CmdError {
     /// `caracal doctor` found failing checks; the table on stdout names each with its action.
     #[error("{0}")]
     Doctor(String),
+    /// `caracal bench` could not set up or run (why).
+    #[error("bench: {0}")]
+    Bench(String),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -55,6 +55,10 @@ pub struct UpArgs {
     /// groups provisioned first.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// The STS's delegated-mint limit per (zone, resource, application) per minute; a load
+    /// run (`caracal bench`) raises it.
+    #[arg(long, env = "STS_MINT_RATE_LIMIT_PER_MIN", default_value_t = caracal_core::exchange::ratelimit::DEFAULT_MINT_LIMIT_PER_MIN)]
+    pub mint_limit_per_min: u32,
 }
 
 /// The development keys of a durable `caracal up` (Postgres and Redis outlive the process, so
@@ -257,6 +261,12 @@ pub async fn serve(
     let mut settings =
         StsSettings::dev(issuer.clone(), replay).map_err(|e| CmdError::Config(e.to_string()))?;
     settings.port = sts_port;
+    if args.mint_limit_per_min == 0 {
+        return Err(CmdError::Config(
+            "--mint-limit-per-min (STS_MINT_RATE_LIMIT_PER_MIN) must be at least 1".to_owned(),
+        ));
+    }
+    settings.mint_limit_per_min = args.mint_limit_per_min;
     let mut audit_config = AuditConfig::dev();
     // The Audit service's admin routes (search, DLQ, verify) take the bootstrap admin token.
     audit_config.admin_token = Some(caracal_service::config::Secret::new(token.clone()));
