@@ -222,6 +222,30 @@ async fn up_on_postgres_and_redis_keeps_state_across_restarts() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    // The whole demo runs against it (sessions, delegation, Gateway call, revoke, audit).
+    let demo = Command::new(env!("CARGO_BIN_EXE_caracal"))
+        .args(["demo", "--port-offset", &offset.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env_remove("CARACAL_BOOTSTRAP_ADMIN_TOKEN")
+        .env_remove("AUDIT_ADMIN_TOKEN")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let demo_out = String::from_utf8_lossy(&demo.stdout).into_owned();
+    assert!(
+        demo.status.success(),
+        "{demo_out}{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let demo_zone = demo_out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("zone "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let jwks_path = format!("/.well-known/jwks.json?zone_id={demo_zone}");
+    let (status, jwks_before) = get(8080 + offset, &jwks_path).await.unwrap();
+    assert_eq!(status, 200, "{jwks_before}");
     // The stream groups were provisioned on the real Redis; the Gateway loaded its snapshot
     // from Postgres.
     let (status, body) = get(9090 + offset, "/ready").await.unwrap();
@@ -239,6 +263,28 @@ async fn up_on_postgres_and_redis_keeps_state_across_restarts() {
         keys,
         "the dev keys are reused"
     );
+    // The zone's signing keys and its audit chain survived the restart.
+    let (status, jwks_after) = get(8080 + offset, &jwks_path).await.unwrap();
+    assert_eq!(status, 200, "{jwks_after}");
+    let body = |r: &str| r.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    assert!(body(&jwks_after).contains(r#""kid""#), "{jwks_after}");
+    assert_eq!(
+        body(&jwks_before),
+        body(&jwks_after),
+        "the zone keys are intact"
+    );
+    let (status, verify) = send(
+        9090 + offset,
+        "GET",
+        &format!("/api/audit/verify?zone_id={demo_zone}"),
+        token.trim(),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{verify}");
+    let report: serde_json::Value = serde_json::from_str(&body(&verify)).unwrap();
+    assert!(report["rows_checked"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["findings"].as_array().unwrap().len(), 0, "{report}");
     stop(child).await;
 
     // Only one of the two URLs is refused with a message naming the other.
