@@ -1057,3 +1057,21 @@ async fn mutations_are_recorded_on_the_admin_audit_chain() {
     );
     assert_eq!(rows[1].chain_seq, 2);
 }
+
+/// The reference's per-address limits: 60 a minute on the public `/v1/verify`, then 429
+/// `rate_limited` in the error shape (requests without a recorded peer share one key, so an
+/// embedding host that gives no address is limited, not exempt).
+#[tokio::test]
+async fn verify_is_rate_limited_per_address() {
+    let w = world().await;
+    let body = json!({"token": "not-a-token", "zone_id": ZONE});
+    for n in 0..60 {
+        let r = w
+            .call("POST", "/v1/verify", None, &[], Some(body.clone()))
+            .await;
+        assert_ne!(r.status, StatusCode::TOO_MANY_REQUESTS, "request {n}");
+    }
+    let r = w.call("POST", "/v1/verify", None, &[], Some(body)).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert_eq!(r.error(), "rate_limited");
+}

@@ -26,6 +26,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod ratelimit;
 pub mod server;
 
 pub use config::{ConfigError, Env, Mode};

@@ -31,8 +31,10 @@ pub mod lists;
 pub mod routes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{Method, header};
+use caracal_core::api::ApiError;
 use caracal_core::audit::AuditHmacKey;
 use caracal_core::clock::SharedClock;
 use caracal_core::coordinator::{Coordinator, IdempotencyKeys, Limits};
@@ -44,7 +46,8 @@ use caracal_core::store::coordinator::CoordinatorStore;
 use caracal_core::store::directory::{ApplicationStore, ResourceStore};
 use caracal_core::store::outbox::OutboxStore;
 use caracal_service::config::Secret;
-use caracal_service::http::{not_found, with_request_id};
+use caracal_service::http::{HttpError, not_found, with_request_id};
+use caracal_service::ratelimit::WindowLimiter;
 use chrono::{DateTime, SubsecRound, Utc};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -250,9 +253,41 @@ impl CoordinatorApi {
             .fallback(not_found)
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(Arc::clone(self));
+        // The reference's limits per client address: 600 a minute overall, and 60 a minute
+        // on the public `/v1/verify` (counted in both).
+        let verify_limit = WindowLimiter::new(VERIFY_LIMIT_PER_MIN, Duration::from_secs(60));
+        let router = router
+            .route_layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let verify_limit = Arc::clone(&verify_limit);
+                    async move {
+                        if req.uri().path() == "/v1/verify"
+                            && !verify_limit.admit(
+                                caracal_service::ratelimit::client_ip(&req),
+                                std::time::Instant::now(),
+                            )
+                        {
+                            return axum::response::IntoResponse::into_response(HttpError(
+                                ApiError::new(429, "rate_limited")
+                                    .with_description("Too many requests"),
+                            ));
+                        }
+                        next.run(req).await
+                    }
+                },
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                WindowLimiter::new(GLOBAL_LIMIT_PER_MIN, Duration::from_secs(60)),
+                caracal_service::ratelimit::limit,
+            ));
         with_request_id(router)
     }
 }
+
+/// Requests per minute per client address on the Coordinator (reference §2).
+pub const GLOBAL_LIMIT_PER_MIN: u32 = 600;
+/// Requests per minute per client address on `POST /v1/verify`.
+pub const VERIFY_LIMIT_PER_MIN: u32 = 60;
 
 /// Requests that change nothing: reads, and the public `POST /v1/verify`.
 pub fn is_read(method: &Method, path: &str) -> bool {

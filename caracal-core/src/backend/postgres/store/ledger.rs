@@ -475,9 +475,11 @@ impl PgStore {
             let mut known: HashMap<(String, DateTime<Utc>), String> = HashMap::new();
             for r in tx
                 .rows(
-                    "SELECT e.id, e.occurred_at, e.content_sha256 FROM audit_events e \
-                     JOIN unnest($1::text[], $2::timestamptz[]) AS k(id, occurred_at) \
-                       ON e.id = k.id AND e.occurred_at = k.occurred_at",
+                    // `= ANY` on both key columns lets every partition use its primary-key
+                    // index; rows matching one column each but not a pair of the batch are
+                    // harmless (they are only ever looked up by a batch pair).
+                    "SELECT id, occurred_at, content_sha256 FROM audit_events \
+                     WHERE id = ANY($1::text[]) AND occurred_at = ANY($2::timestamptz[])",
                     &[&ids, &ats],
                 )
                 .await?
