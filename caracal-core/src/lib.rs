@@ -39,6 +39,7 @@ pub mod audit;
 pub mod backend;
 pub mod clock;
 pub mod coordinator;
+pub mod embed;
 pub mod error;
 pub mod exchange;
 pub mod ids;

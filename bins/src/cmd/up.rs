@@ -59,6 +59,10 @@ pub struct UpArgs {
     /// run (`caracal bench`) raises it.
     #[arg(long, env = "STS_MINT_RATE_LIMIT_PER_MIN", default_value_t = caracal_core::exchange::ratelimit::DEFAULT_MINT_LIMIT_PER_MIN)]
     pub mint_limit_per_min: u32,
+    /// The Coordinator's requests per minute per client address (the reference's 600); a load
+    /// run raises it.
+    #[arg(long, env = "COORDINATOR_RATE_LIMIT_PER_MIN", default_value_t = caracal_control::coordinator::GLOBAL_LIMIT_PER_MIN)]
+    pub coordinator_limit_per_min: u32,
 }
 
 /// The development keys of a durable `caracal up` (Postgres and Redis outlive the process, so
@@ -335,6 +339,7 @@ pub async fn serve(
                 keyring,
                 receipt_key,
                 audit_key,
+                args.coordinator_limit_per_min,
                 &token,
                 issuer,
                 clock.clone(),
@@ -436,6 +441,7 @@ pub async fn serve(
                 keyring,
                 keys.receipts,
                 admin_audit_key,
+                args.coordinator_limit_per_min,
                 &token,
                 issuer,
                 clock.clone(),
@@ -574,6 +580,7 @@ impl Stack {
         keyring: Arc<caracal_core::secrets::Keyring>,
         receipt_key: String,
         admin_audit_key: caracal_core::audit::AuditHmacKey,
+        coordinator_limit_per_min: u32,
         token: &str,
         issuer: String,
         clock: SharedClock,
@@ -596,6 +603,7 @@ impl Stack {
     {
         // One admin audit key for both APIs: they append to the same per-zone chains.
         let mut coordinator_settings = caracal_control::CoordinatorSettings::new(issuer);
+        coordinator_settings.limit_per_min = coordinator_limit_per_min;
         coordinator_settings.audit_key = Some(admin_audit_key.clone());
         let coordinator = caracal_control::CoordinatorApi::new(
             store.clone(),

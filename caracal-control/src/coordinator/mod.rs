@@ -77,6 +77,9 @@ pub struct CoordinatorSettings {
     /// `ADMIN_AUDIT_HMAC_KEY`: signs the admin audit chain the mutations are recorded on;
     /// `None` uses a fresh per-process key (dev and embedded hosts).
     pub audit_key: Option<AuditHmacKey>,
+    /// Requests per minute per client address ([`GLOBAL_LIMIT_PER_MIN`] by default; a load
+    /// run raises it).
+    pub limit_per_min: u32,
 }
 
 impl CoordinatorSettings {
@@ -87,6 +90,7 @@ impl CoordinatorSettings {
             required_scope: DEFAULT_COORDINATOR_SCOPE.to_owned(),
             operator_token: None,
             audit_key: None,
+            limit_per_min: GLOBAL_LIMIT_PER_MIN,
         }
     }
 }
@@ -277,7 +281,7 @@ impl CoordinatorApi {
                 },
             ))
             .layer(axum::middleware::from_fn_with_state(
-                WindowLimiter::new(GLOBAL_LIMIT_PER_MIN, Duration::from_secs(60)),
+                WindowLimiter::new(self.settings.limit_per_min, Duration::from_secs(60)),
                 caracal_service::ratelimit::limit,
             ));
         with_request_id(router)

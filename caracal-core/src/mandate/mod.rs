@@ -33,6 +33,8 @@ pub mod claims;
 pub mod error;
 pub mod jwks;
 pub mod keys;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod lifetime;
 pub mod remote;
 pub mod sign;

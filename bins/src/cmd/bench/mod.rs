@@ -129,6 +129,7 @@ async fn embedded() -> Result<Embedded, CmdError> {
         redis_url: None,
         // A load run measures the stack, not the per-application mint limit.
         mint_limit_per_min: u32::MAX,
+        coordinator_limit_per_min: u32::MAX,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
