@@ -194,8 +194,9 @@ async fn stop(mut child: std::process::Child) {
 }
 
 /// With `--database-url` and `--redis-url`, `up` migrates, provisions the stream groups and
-/// keeps its state in Postgres: a zone created before a restart is there after it, and the
-/// development keys (KEK, HMAC keys) are reused from the data directory.
+/// keeps its state in Postgres: after a full demo and a restart, the zones, the demo's
+/// sessions, the zone's signing keys and its audit chain are intact, and the development keys
+/// (KEK, HMAC keys) are reused from the data directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_on_postgres_and_redis_keeps_state_across_restarts() {
     let Some(pg) = caracal_test_support::postgres_or_skip("up_on_postgres_and_redis") else {
@@ -263,6 +264,22 @@ async fn up_on_postgres_and_redis_keeps_state_across_restarts() {
         keys,
         "the dev keys are reused"
     );
+    // The demo's sessions survived the restart (the bootstrap token is the operator token in
+    // `up`): the parent and the child, both ended by the demo's revoke.
+    let (status, agents) = send(
+        4000 + offset,
+        "GET",
+        &format!("/zones/{demo_zone}/agents"),
+        token.trim(),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{agents}");
+    let body_of = |r: &str| r.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    let page: serde_json::Value = serde_json::from_str(&body_of(&agents)).unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page}");
+    assert!(items.iter().all(|a| a["status"] == "terminated"), "{page}");
     // The zone's signing keys and its audit chain survived the restart.
     let (status, jwks_after) = get(8080 + offset, &jwks_path).await.unwrap();
     assert_eq!(status, 200, "{jwks_after}");

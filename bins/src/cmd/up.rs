@@ -15,6 +15,8 @@
 //!
 //! `up` prints the URLs and the bootstrap admin token (`CARACAL_BOOTSTRAP_ADMIN_TOKEN` when
 //! set, otherwise generated and written to `<data-dir>/bootstrap-admin-token` with mode 0600),
+//! which in `up` also opens the Audit service's admin routes and the Coordinator's operator
+//! routes,
 //! waits until each service is ready, and stops cleanly on Ctrl-C or SIGTERM.
 
 use std::future::Future;
@@ -604,6 +606,10 @@ impl Stack {
         // One admin audit key for both APIs: they append to the same per-zone chains.
         let mut coordinator_settings = caracal_control::CoordinatorSettings::new(issuer);
         coordinator_settings.limit_per_min = coordinator_limit_per_min;
+        // Dev convenience: the bootstrap admin token is also the Coordinator's operator token
+        // (its allowlisted routes: lists, detail, suspend/resume/terminate, revoke, requeue).
+        coordinator_settings.operator_token =
+            Some(caracal_service::config::Secret::new(token.to_owned()));
         coordinator_settings.audit_key = Some(admin_audit_key.clone());
         let coordinator = caracal_control::CoordinatorApi::new(
             store.clone(),
