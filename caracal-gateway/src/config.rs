@@ -38,6 +38,18 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+impl Timeouts {
+    /// The server's header deadline. hyper starts it whenever a connection waits for a
+    /// request head, the first one and every keep-alive one, so it is also the keep-alive idle
+    /// bound: an idle connection is closed after `min(READ_HEADER_TIMEOUT, IDLE_TIMEOUT)`.
+    /// (Go's server waits `IdleTimeout` for the first byte and only then `ReadHeaderTimeout`;
+    /// with the defaults ours closes idle keep-alive connections after 5 s instead of 120 s,
+    /// the stricter side.)
+    pub fn keep_alive(&self) -> Duration {
+        self.read_header.min(self.idle)
+    }
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         Self {

@@ -2,8 +2,11 @@
 //! body (§1.1), and [`GatewayError`], why the service could not start.
 
 use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
 
 use caracal_core::api::ApiError;
+
+use crate::metrics::Counters;
 
 /// Which denial counter a pre-flight refusal increments (`caracal_gateway_denials_*_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,19 +34,19 @@ pub enum Denial {
 }
 
 impl Denial {
-    /// The Prometheus counter name.
-    pub fn counter(self) -> &'static str {
+    /// The counter it increments (`sts_exchange_errors` for STS failures).
+    pub fn counter(self, c: &Counters) -> &AtomicU64 {
         match self {
-            Denial::RevocationStale => "caracal_gateway_denials_revocation_stale_total",
-            Denial::MissingAuth => "caracal_gateway_denials_missing_auth_total",
-            Denial::BadBearer => "caracal_gateway_denials_bad_bearer_total",
-            Denial::Expiring => "caracal_gateway_denials_expiring_total",
-            Denial::BadRouting => "caracal_gateway_denials_bad_routing_total",
-            Denial::PathTraversal => "caracal_gateway_denials_path_traversal_total",
-            Denial::Signature => "caracal_gateway_denials_signature_total",
-            Denial::JtiReplay => "caracal_gateway_denials_jti_replay_total",
-            Denial::Revoked => "caracal_gateway_denials_revoked_total",
-            Denial::Sts => "caracal_gateway_sts_exchange_errors_total",
+            Denial::RevocationStale => &c.denials_revocation_stale,
+            Denial::MissingAuth => &c.denials_missing_auth,
+            Denial::BadBearer => &c.denials_bad_bearer,
+            Denial::Expiring => &c.denials_expiring,
+            Denial::BadRouting => &c.denials_bad_routing,
+            Denial::PathTraversal => &c.denials_path_traversal,
+            Denial::Signature => &c.denials_signature,
+            Denial::JtiReplay => &c.denials_jti_replay,
+            Denial::Revoked => &c.denials_revoked,
+            Denial::Sts => &c.sts_exchange_errors,
         }
     }
 }

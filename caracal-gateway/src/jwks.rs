@@ -2,48 +2,35 @@
 //!
 //! Signature only: `iss`, `aud`, `use`, `iat` and `nbf` are the STS's to check when it
 //! verifies the subject token. Keys come from a [`JwksSource`] (the STS JWKS over HTTP, or the
-//! in-process key ring), cached per zone for [`KEY_TTL`]; a `kid` missing from a fresh set
-//! allows one forced refetch per zone per [`MISS_COOLDOWN`]. No stale serving: an expired set
-//! plus a failed fetch rejects. Every failure is the same 401 "bearer signature invalid".
+//! in-process key ring), cached per zone for [`KEY_TTL`] by the same
+//! [`caracal_core::mandate::remote::KeyCache`] the resource-side verifier uses: a `kid` missing
+//! from a fresh set allows one forced refetch per zone per
+//! [`FORCED_REFETCH_INTERVAL`](caracal_core::mandate::remote::FORCED_REFETCH_INTERVAL), one fetch
+//! at a time per zone, no stale serving (an expired set plus a failed fetch rejects). Every
+//! failure is the same 401 "bearer signature invalid".
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use base64::Engine as _;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 
 use caracal_core::clock::SharedClock;
-use caracal_core::mandate::remote::JwksSource;
+use caracal_core::mandate::remote::{JwksSource, KeyCache as ZoneKeyCache};
 use caracal_core::mandate::{MandateError, VerificationKeys, parse_jwks};
 
 use crate::client::{HttpClient, get_capped};
 
 /// How long a fetched key set is used.
 pub const KEY_TTL: Duration = Duration::minutes(5);
-/// The shortest time between two forced refetches of a zone.
-pub const MISS_COOLDOWN: Duration = Duration::seconds(30);
 /// Largest JWKS body read.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
-#[derive(Default)]
-struct Zone {
-    keys: Option<(Arc<VerificationKeys>, DateTime<Utc>)>,
-    last_forced: Option<DateTime<Utc>>,
-}
-
-/// Per-zone key cache with the bounded kid-miss refetch.
+/// The Gateway's key cache: [`ZoneKeyCache`] with the reference's 5-minute TTL.
+#[derive(Debug)]
 pub struct KeyCache {
-    source: Arc<dyn JwksSource>,
-    clock: SharedClock,
-    zones: Mutex<HashMap<String, Zone>>,
-}
-
-impl std::fmt::Debug for KeyCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCache").finish_non_exhaustive()
-    }
+    inner: ZoneKeyCache,
 }
 
 /// The `kid` of an ES256 header, or `None` for any other header.
@@ -86,47 +73,8 @@ impl KeyCache {
     /// A cache over `source`.
     pub fn new(source: Arc<dyn JwksSource>, clock: SharedClock) -> Self {
         Self {
-            source,
-            clock,
-            zones: Mutex::new(HashMap::new()),
+            inner: ZoneKeyCache::new(source, clock, KEY_TTL),
         }
-    }
-
-    fn fresh(&self, zone: &str) -> Option<Arc<VerificationKeys>> {
-        let now = self.clock.now();
-        let zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
-        let (keys, at) = zones.get(zone)?.keys.as_ref()?;
-        (now - *at < KEY_TTL).then(|| keys.clone())
-    }
-
-    async fn fetch(&self, zone: &str) -> Option<Arc<VerificationKeys>> {
-        let keys = match self.source.fetch(zone).await {
-            Ok(k) if !k.is_empty() => Arc::new(k),
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::debug!(error = %e, "jwks fetch failed");
-                return None;
-            }
-        };
-        let now = self.clock.now();
-        self.zones
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(zone.to_owned())
-            .or_default()
-            .keys = Some((keys.clone(), now));
-        Some(keys)
-    }
-
-    fn take_forced(&self, zone: &str) -> bool {
-        let now = self.clock.now();
-        let mut zones = self.zones.lock().unwrap_or_else(|e| e.into_inner());
-        let z = zones.entry(zone.to_owned()).or_default();
-        if z.last_forced.is_some_and(|t| now - t < MISS_COOLDOWN) {
-            return false;
-        }
-        z.last_forced = Some(now);
-        true
     }
 
     /// Whether `token` carries a valid ES256 signature by a key of `zone`.
@@ -134,25 +82,13 @@ impl KeyCache {
         let Some(kid) = es256_kid(token) else {
             return false;
         };
-        let (keys, fetched) = match self.fresh(zone) {
-            Some(k) => (k, false),
-            None => match self.fetch(zone).await {
-                Some(k) => (k, true),
-                None => return false,
-            },
-        };
-        let keys = if keys.get(&kid).is_none() {
-            if fetched || !self.take_forced(zone) {
-                return false;
+        match self.inner.keys_for(zone, &kid).await {
+            Ok(keys) => signature_valid(token, &keys),
+            Err(e) => {
+                tracing::debug!(error = %e, "no key for the bearer's kid");
+                false
             }
-            match self.fetch(zone).await {
-                Some(k) => k,
-                None => return false,
-            }
-        } else {
-            keys
-        };
-        signature_valid(token, &keys)
+        }
     }
 }
 
@@ -202,6 +138,7 @@ impl JwksSource for HttpJwksSource {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use caracal_core::clock::FakeClock;

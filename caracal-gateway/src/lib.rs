@@ -25,7 +25,9 @@
 //!    in the background when Redis is back).
 //!
 //! Operator endpoints ([`routes`]): `GET /health`, `GET /ready` (reasons in the reference
-//! order), `GET /metrics` (`caracal_gateway_*`), `POST /internal/revocations/reload`.
+//! order), `GET /metrics` and `GET /metrics.json` (every `caracal_gateway_*` figure of §8.2,
+//! [`metrics`], plus `caracal_db_pool_*` when the snapshot comes from Postgres),
+//! `POST /internal/revocations/reload`.
 //!
 //! ## Embedding
 //!
@@ -54,7 +56,7 @@
 //! | `UPSTREAM_ALLOW_LOOPBACK` | `false` | allow loopback upstreams (dev; refused when published) |
 //! | `UPSTREAM_ALLOW_HOSTS` (alias `UPSTREAM_HOST_ALLOWLIST`) | empty | CSV of exact hosts: the only addressable ones; they may be private |
 //! | `MAX_REQUEST_BYTES` | `10485760` | > 0 |
-//! | `STS_TIMEOUT` 5s, `UPSTREAM_TIMEOUT` 30s, `READ_HEADER_TIMEOUT` 5s, `READ_TIMEOUT` 45s, `WRITE_TIMEOUT` 60s, `STREAM_IDLE_TIMEOUT` 60s, `IDLE_TIMEOUT` 120s | | durations (`5s`, `500ms`); `READ_TIMEOUT` > `STS_TIMEOUT` + `UPSTREAM_TIMEOUT` |
+//! | `STS_TIMEOUT` 5s, `UPSTREAM_TIMEOUT` 30s, `READ_HEADER_TIMEOUT` 5s, `READ_TIMEOUT` 45s, `WRITE_TIMEOUT` 60s, `STREAM_IDLE_TIMEOUT` 60s, `IDLE_TIMEOUT` 120s | | durations (`5s`, `500ms`); `READ_TIMEOUT` > `STS_TIMEOUT` + `UPSTREAM_TIMEOUT`; an idle keep-alive connection closes after `min(READ_HEADER_TIMEOUT, IDLE_TIMEOUT)` ([`config::Timeouts::keep_alive`]) |
 //! | `TRUST_PROXY` | `false` | honour the inbound first `X-Forwarded-For` and `X-Forwarded-Proto` |
 //! | `CARACAL_ADMIN_TOKEN` (`_FILE`) | unset | enables the reload endpoint (else it is a 404) |
 //! | `METRICS_BEARER` (`_FILE`) | unset | required for `/metrics` when published |
@@ -77,6 +79,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod jwks;
+pub mod metrics;
 pub mod preflight;
 pub mod proxy;
 pub mod revocation;
@@ -85,7 +88,6 @@ pub mod ssrf;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -116,6 +118,7 @@ use crate::body::CappedBody;
 use crate::breaker::Breaker;
 use crate::exchange::{Exchanger, HttpExchanger, InProcessExchanger};
 use crate::jwks::{HttpJwksSource, KeyCache};
+use crate::metrics::{Counters, Metrics};
 use crate::revocation::{
     MemorySnapshotSource, PgSnapshotSource, RELOAD_INTERVAL, RevocationState, SnapshotSource,
     StreamHandler,
@@ -185,13 +188,6 @@ impl std::fmt::Debug for GatewayParts {
     }
 }
 
-/// Values read at scrape time.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Last STS exchange latency (`sts_exchange_latency_ms`).
-    pub sts_latency_ms: AtomicU64,
-}
-
 /// The Gateway: settings, state and clients.
 pub struct GatewayService {
     settings: GatewaySettings,
@@ -210,7 +206,7 @@ pub struct GatewayService {
     consumer_health: ConsumerHealth,
     clock: SharedClock,
     ids: SharedIdGen,
-    stats: Stats,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for GatewayService {
@@ -269,7 +265,7 @@ impl GatewayService {
     pub fn new(parts: GatewayParts) -> Result<Arc<Self>, GatewayError> {
         let settings = parts.settings;
         settings.check()?;
-        // Install the recorder before the first counter is touched.
+        // Install the recorder (for the libraries' facade metrics) before anything records.
         let _ = caracal_service::metrics::prometheus();
         let stream_key = settings
             .streams_key
@@ -289,6 +285,7 @@ impl GatewayService {
         )
         .map_err(|e| GatewayError::Replay(e.to_string()))?;
         let revocations = Arc::new(RevocationState::new(parts.clock.clone()));
+        let metrics = Arc::new(Metrics::default());
         let mut config = ConsumerConfig::new(
             names::SESSIONS_REVOKE,
             format!("gateway-revocation:{}", settings.hostname),
@@ -300,7 +297,7 @@ impl GatewayService {
         let consumer = Consumer::new(
             parts.streams.clone(),
             config,
-            Arc::new(StreamHandler::new(revocations.clone(), sig)),
+            Arc::new(StreamHandler::new(revocations.clone(), sig).with_metrics(metrics.clone())),
         )
         .map_err(|e| ConfigError::invalid("consumer", e.to_string()))?
         .with_clock(parts.clock.clone());
@@ -323,7 +320,7 @@ impl GatewayService {
             consumer_health,
             clock: parts.clock,
             ids: parts.ids,
-            stats: Stats::default(),
+            metrics,
             settings,
         }))
     }
@@ -455,6 +452,11 @@ impl GatewayService {
         &self.consumer_health
     }
 
+    /// What this Gateway counted (the `/metrics` figures).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The STS circuit breaker.
     pub fn breaker(&self) -> &Breaker {
         &self.breaker
@@ -464,9 +466,9 @@ impl GatewayService {
     pub async fn reload_revocations(&self) -> Result<usize, String> {
         let result = self.revocations.reload(self.snapshot.as_ref()).await;
         match &result {
-            Ok(_) => metrics::counter!("caracal_gateway_revocation_reloads_total").increment(1),
+            Ok(_) => Counters::inc(&self.metrics.counters.revocation_reloads),
             Err(e) => {
-                metrics::counter!("caracal_gateway_revocation_reload_errors_total").increment(1);
+                Counters::inc(&self.metrics.counters.revocation_reload_errors);
                 tracing::warn!(error = %e, "revocation snapshot reload failed");
             }
         }
@@ -571,7 +573,7 @@ pub async fn run(
     let result = serve_on(
         listener,
         service.router(),
-        service.settings.timeouts.read_header,
+        service.settings.timeouts.keep_alive(),
         shutdown,
         Duration::from_secs(14),
     )

@@ -22,24 +22,25 @@ use crate::exchange::ExchangeInput;
 use crate::forward::{
     Forwarding, Injection, query_credential, trace_id, upstream_headers, upstream_url,
 };
+use crate::metrics::Counters;
 use crate::preflight::{self, CLIENT_ID_HEADER, RESOURCE_HEADER, RequestHead};
 
 /// Key prefix of consumed ingress `jti`s.
 pub const JTI_KEY_PREFIX: &str = "seen:jti:";
 
-fn deny(d: &Deny) -> Response {
+fn deny(counters: &Counters, d: &Deny) -> Response {
     if let Some(denial) = d.denial {
-        metrics::counter!("caracal_gateway_requests_denied_total").increment(1);
-        metrics::counter!(denial.counter()).increment(1);
+        Counters::inc(&counters.requests_denied);
+        Counters::inc(denial.counter(counters));
     } else {
-        metrics::counter!("caracal_gateway_upstream_errors_total").increment(1);
+        Counters::inc(&counters.upstream_errors);
     }
     HttpError(d.to_api()).into_response()
 }
 
 /// The proxy handler: every request not matched by an operator route.
 pub async fn handle(svc: Arc<GatewayService>, request: Request) -> Response {
-    metrics::counter!("caracal_gateway_requests_total").increment(1);
+    Counters::inc(&svc.metrics.counters.requests_total);
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -47,7 +48,7 @@ pub async fn handle(svc: Arc<GatewayService>, request: Request) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     match run(&svc, request, &request_id).await {
         Ok(r) => r,
-        Err(d) => deny(&d),
+        Err(d) => deny(&svc.metrics.counters, &d),
     }
 }
 
@@ -110,7 +111,7 @@ async fn run(
     }
     // 14
     if svc.breaker.admit() == Admission::Open {
-        metrics::counter!("caracal_gateway_sts_circuit_fast_fail_total").increment(1);
+        Counters::inc(&svc.metrics.counters.sts_circuit_fast_fail);
         return Err(Deny::new(
             503,
             "sts_unavailable",
@@ -130,7 +131,8 @@ async fn run(
     };
     let started = Instant::now();
     let outcome = svc.exchanger.exchange(&input).await;
-    svc.stats
+    svc.metrics
+        .gauges
         .sts_latency_ms
         .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     let granted = match outcome {
@@ -140,7 +142,7 @@ async fn run(
         }
         Err(f) => {
             if svc.breaker.record(false, f.counted()) {
-                metrics::counter!("caracal_gateway_sts_circuit_opened_total").increment(1);
+                Counters::inc(&svc.metrics.counters.sts_circuit_opened);
             }
             return Err(f.deny);
         }
@@ -345,11 +347,11 @@ async fn run(
     let revoked: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || state.is_revoked(&anchors));
     let finisher_svc = svc.clone();
     let finisher = Box::new(move |end: crate::body::RelayEnd| {
-        metrics::counter!("caracal_gateway_requests_allowed_total").increment(1);
+        Counters::inc(&finisher_svc.metrics.counters.requests_allowed);
         record.response_bytes = end.bytes;
         record.revocation_interrupted = end.revoked;
         let eval = if end.failed {
-            metrics::counter!("caracal_gateway_upstream_errors_total").increment(1);
+            Counters::inc(&finisher_svc.metrics.counters.upstream_errors);
             record.error_kind = Some("response_copy_failed");
             Evaluation::UpstreamError
         } else {

@@ -22,6 +22,7 @@ use caracal_core::clock::SharedClock;
 use caracal_core::streams::consumer::{Delivery, Handler, Outcome};
 use caracal_core::streams::signature::SigPolicy;
 
+use crate::metrics::{Counters, Metrics};
 use crate::preflight::PeekedClaims;
 
 /// How long a marked anchor counts.
@@ -50,6 +51,11 @@ pub trait SnapshotSource: Send + Sync {
     /// The revoked anchors of the last 24 h. An error keeps the previous maps (and lets the
     /// snapshot age toward staleness).
     async fn load(&self) -> Result<Snapshot, String>;
+
+    /// The database pool behind the source, if any (the `caracal_db_pool_*` gauges).
+    fn pool_stats(&self) -> Option<caracal_core::backend::postgres::PoolStats> {
+        None
+    }
 }
 
 /// An in-memory [`SnapshotSource`] (tests, embedded hosts): serves what was last `set`, or
@@ -115,6 +121,10 @@ const Q_EDGES: &str = "SELECT id FROM delegation_edges \
 
 #[async_trait]
 impl SnapshotSource for PgSnapshotSource {
+    fn pool_stats(&self) -> Option<caracal_core::backend::postgres::PoolStats> {
+        Some(self.store.pool_stats())
+    }
+
     async fn load(&self) -> Result<Snapshot, String> {
         let conn = self
             .store
@@ -304,12 +314,27 @@ impl RevocationState {
 pub struct StreamHandler {
     state: Arc<RevocationState>,
     sig: SigPolicy,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
 }
 
 impl StreamHandler {
-    /// A handler marking `state`, checking `_sig` under `sig`.
+    /// A handler marking `state`, checking `_sig` under `sig` (counting into a private
+    /// [`Metrics`]; see [`StreamHandler::with_metrics`]).
     pub fn new(state: Arc<RevocationState>, sig: SigPolicy) -> Self {
-        Self { state, sig }
+        let clock = state.clock.clone();
+        Self {
+            state,
+            sig,
+            metrics: Arc::new(Metrics::default()),
+            clock,
+        }
+    }
+
+    /// Count into `metrics` (the Gateway's own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -321,7 +346,7 @@ impl Handler for StreamHandler {
             .check(&delivery.stream, delivery.fields.iter())
             .is_err()
         {
-            metrics::counter!("caracal_gateway_revocation_invalid_signatures_total").increment(1);
+            Counters::inc(&self.metrics.counters.revocation_invalid_signatures);
             return Outcome::Ack;
         }
         let mut marked = false;
@@ -343,12 +368,22 @@ impl Handler for StreamHandler {
             if delivery.deliveries < POISON_DELIVERIES {
                 return Outcome::Retry;
             }
-            metrics::counter!("caracal_gateway_revocation_dead_letters_total").increment(1);
+            Counters::inc(&self.metrics.counters.revocation_dead_letters);
             return Outcome::DeadLetter {
                 reason: "missing_anchor".to_owned(),
             };
         }
-        metrics::counter!("caracal_gateway_revocation_messages_total").increment(1);
+        let c = &self.metrics.counters;
+        Counters::inc(&c.revocation_messages);
+        if delivery.deliveries > 1 {
+            Counters::inc(&c.revocation_pending_replayed);
+        }
+        // The entry id's milliseconds are the producer's XADD time (Redis clock).
+        let now_ms = u64::try_from(self.clock.now().timestamp_millis()).unwrap_or(0);
+        self.metrics
+            .gauges
+            .revocation_propagation_ms
+            .store(now_ms.saturating_sub(delivery.id.ms), Ordering::Relaxed);
         Outcome::Ack
     }
 }

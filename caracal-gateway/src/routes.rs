@@ -1,4 +1,4 @@
-//! The router (reference `gateway.md` §1.0, §8.1): `/health`, `/ready`, `/metrics`,
+//! The router (reference `gateway.md` §1.0, §8.1): `/health`, `/ready`, `/metrics`, `/metrics.json`,
 //! `POST /internal/revocations/reload`, and everything else to the proxy. Every response
 //! carries `X-Request-Id`.
 
@@ -17,6 +17,7 @@ use caracal_service::metrics::{MetricsAccess, metrics_response, prometheus};
 use serde_json::json;
 
 use crate::GatewayService;
+use crate::metrics::{Figure, Kind, counter_name, render_json, render_text};
 
 type Svc = Arc<GatewayService>;
 
@@ -29,6 +30,7 @@ pub fn router(svc: Svc) -> Router {
         .route("/health", any(health))
         .route("/ready", any(ready))
         .route("/metrics", any(metrics))
+        .route("/metrics.json", any(metrics_json))
         .route("/internal/revocations/reload", post(reload).fallback(proxy))
         .fallback(proxy)
         .with_state(svc);
@@ -111,69 +113,175 @@ async fn reload(State(svc): State<Svc>, headers: HeaderMap) -> Response {
     }
 }
 
-/// Gauges read at scrape time, as exposition lines.
-fn scrape_lines(svc: &GatewayService) -> String {
-    use std::fmt::Write as _;
+/// Every `caracal_gateway_*` figure (§8.2) of `svc` now: its counters, the gauges it set, and
+/// the gauges read at scrape time (emitter, breaker, revocation state, database pool).
+pub fn figures(svc: &GatewayService) -> Vec<Figure> {
+    let mut out = Vec::with_capacity(48);
+    let counter = |key: &'static str, help: &'static str, value: u64| Figure {
+        key,
+        name: counter_name(key),
+        kind: Kind::Counter,
+        help,
+        value: value as f64,
+    };
+    for (key, value) in svc.metrics.counters.values() {
+        out.push(counter(
+            key,
+            "Gateway counter (reference gateway.md 8.2)",
+            value,
+        ));
+    }
     let stats = svc.emitter.stats();
+    out.push(counter(
+        "audit_dropped",
+        "Audit events lost irrecoverably",
+        stats.dropped_total,
+    ));
+    out.push(counter(
+        "audit_sink_errors",
+        "Failed XADDs and spill-file errors",
+        stats.sink_errors_total,
+    ));
+    out.push(counter(
+        "audit_persisted",
+        "Audit frames accepted by the stream (directly or drained from spill files)",
+        stats.sent_total + stats.replayed_total,
+    ));
+    out.push(counter(
+        "audit_drained",
+        "Audit frames re-sent from spill files",
+        stats.replayed_total,
+    ));
+    let gauge = |key: &'static str, name: String, help: &'static str, value: f64| Figure {
+        key,
+        name,
+        kind: Kind::Gauge,
+        help,
+        value,
+    };
+    let gauges = &svc.metrics.gauges;
     let age = svc
         .revocations
         .age()
         .map_or(-1.0, |a| a.num_milliseconds() as f64 / 1000.0);
-    let gauges: [(&str, f64); 10] = [
-        (
-            "caracal_gateway_sts_exchange_latency_ms",
-            svc.stats.sts_latency_ms.load(Ordering::Relaxed) as f64,
+    out.extend([
+        gauge(
+            "sts_exchange_latency_ms",
+            "caracal_gateway_sts_exchange_latency_ms".to_owned(),
+            "Latency of the last STS exchange",
+            gauges.sts_latency_ms.load(Ordering::Relaxed) as f64,
         ),
-        (
-            "caracal_gateway_sts_circuit_open",
+        gauge(
+            "sts_circuit_open",
+            "caracal_gateway_sts_circuit_open".to_owned(),
+            "1 while the STS circuit is open",
             f64::from(u8::from(svc.breaker.is_open())),
         ),
-        (
-            "caracal_gateway_audit_replay_files",
+        gauge(
+            "audit_replay_files",
+            "caracal_gateway_audit_replay_files".to_owned(),
+            "Spill files waiting to be drained",
             stats.replay_files as f64,
         ),
-        (
-            "caracal_gateway_audit_replay_bytes",
+        gauge(
+            "audit_replay_bytes",
+            "caracal_gateway_audit_replay_bytes".to_owned(),
+            "Bytes in spill files",
             stats.replay_bytes as f64,
         ),
-        (
-            "caracal_gateway_audit_replay_oldest_age_seconds",
+        gauge(
+            "audit_replay_oldest_age_seconds",
+            "caracal_gateway_audit_replay_oldest_age_seconds".to_owned(),
+            "Age of the oldest spill file",
             stats.replay_oldest_age_seconds,
         ),
-        (
-            "caracal_gateway_audit_dropped_total",
-            stats.dropped_total as f64,
+        gauge(
+            "audit_queue_depth",
+            "caracal_gateway_audit_queue_depth".to_owned(),
+            "Audit frames waiting in memory",
+            stats.buffered as f64,
         ),
-        (
-            "caracal_gateway_audit_sink_errors_total",
-            stats.sink_errors_total as f64,
+        gauge(
+            "audit_queue_cap",
+            "caracal_gateway_audit_queue_capacity".to_owned(),
+            "Capacity of the in-memory audit queue",
+            svc.emitter.capacity() as f64,
         ),
-        (
-            "caracal_gateway_revocations_active",
+        gauge(
+            "revocations_active",
+            "caracal_gateway_revocations_active".to_owned(),
+            "Revoked anchors held",
             svc.revocations.len() as f64,
         ),
-        ("caracal_gateway_revocation_snapshot_age_seconds", age),
-        (
-            "caracal_gateway_revocation_snapshot_fresh",
+        gauge(
+            "revocation_snapshot_age_seconds",
+            "caracal_gateway_revocation_snapshot_age_seconds".to_owned(),
+            "Age of the last good snapshot (-1: none)",
+            age,
+        ),
+        gauge(
+            "revocation_snapshot_fresh",
+            "caracal_gateway_revocation_snapshot_fresh".to_owned(),
+            "1 while the snapshot is fresh",
             f64::from(u8::from(!svc.revocations.is_stale())),
         ),
-    ];
-    let mut out = String::new();
-    for (name, value) in gauges {
-        let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
+        gauge(
+            "revocation_propagation_seconds",
+            "caracal_gateway_revocation_propagation_seconds".to_owned(),
+            "Now minus the stream time of the last applied revocation",
+            gauges.revocation_propagation_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        ),
+    ]);
+    if let Some(pool) = svc.snapshot.pool_stats() {
+        out.extend([
+            gauge(
+                "db_pool_in_use_ratio",
+                "caracal_db_pool_in_use_ratio".to_owned(),
+                "Checked-out share of the database pool",
+                pool.in_use_ratio(),
+            ),
+            gauge(
+                "db_pool_max_conns",
+                "caracal_db_pool_max_conns".to_owned(),
+                "Size bound of the database pool",
+                f64::from(pool.max_conns),
+            ),
+            gauge(
+                "db_pool_acquired_conns",
+                "caracal_db_pool_acquired_conns".to_owned(),
+                "Database connections checked out",
+                f64::from(pool.acquired_conns),
+            ),
+        ]);
     }
     out
 }
 
-async fn metrics(State(svc): State<Svc>, headers: HeaderMap) -> Response {
-    let access = MetricsAccess {
+fn access(svc: &GatewayService) -> MetricsAccess {
+    MetricsAccess {
         bearer: svc.settings.metrics_bearer.clone(),
         mode: svc.settings.mode,
-    };
+    }
+}
+
+/// `GET /metrics`: the Gateway's figures, then whatever the libraries recorded through the
+/// `metrics` facade.
+async fn metrics(State(svc): State<Svc>, headers: HeaderMap) -> Response {
+    let access = access(&svc);
     let extra = if access.allows(&headers) {
-        scrape_lines(&svc)
+        render_text(&figures(&svc))
     } else {
         String::new()
     };
     metrics_response(&access, &headers, prometheus().as_ref(), &extra)
+}
+
+/// `GET /metrics.json`: the same figures as one flat object keyed by the §8.2 JSON names.
+async fn metrics_json(State(svc): State<Svc>, headers: HeaderMap) -> Response {
+    let access = access(&svc);
+    if !access.allows(&headers) {
+        // The same 401 as `/metrics`.
+        return metrics_response(&access, &headers, None, "");
+    }
+    Json(render_json(&figures(&svc))).into_response()
 }

@@ -200,6 +200,21 @@ async fn jti_snapshot_and_stream_on_real_backends() {
     .await;
     let r = h.send(get(&h, &m3, "revoked-by-stream")).await;
     assert_eq!(r.description(), "session revoked");
+
+    // The figures of that message and of the Postgres pool behind the snapshot.
+    let metrics = h
+        .send(
+            hyper::Request::get(h.url("/metrics.json"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    let m = &metrics.body;
+    assert!(m["revocation_messages"].as_u64().unwrap() >= 1, "{m}");
+    let propagation = m["revocation_propagation_seconds"].as_f64().unwrap();
+    assert!((0.0..30.0).contains(&propagation), "{m}");
+    assert!(m["db_pool_max_conns"].as_u64().unwrap() >= 1, "{m}");
+    assert!(m["db_pool_in_use_ratio"].as_f64().unwrap() <= 1.0, "{m}");
 }
 
 /// Redis stopped while requests flow: requests keep being served (`JTI_FAIL_OPEN`, dev, so the

@@ -10,6 +10,7 @@
 //! | [`ssrf_targets_are_refused`] | 35, 37 (stricter private/loopback rule) |
 //! | [`preflight_codes`] | 1, 2, 6, 7, 9, 10, 13, 20, 25, 28 |
 //! | [`redirects_are_not_followed`] | 44 |
+//! | [`metrics_count_what_happened`] | 52 (§8.2 names, `/metrics.json`) |
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -459,6 +460,91 @@ async fn preflight_codes() {
             .text
             .contains("caracal_gateway_revocation_snapshot_fresh 1")
     );
+}
+
+/// Every §8.2 JSON key, and what one forwarded request, one replay and one revocation
+/// message leave in them (the counters are this Gateway's own, so the values are exact).
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let h = harness().await;
+    let m = h.mandate().await;
+    assert_eq!(h.get("/a", Some(&m), &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("/a", Some(&m), &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A revocation message through the stream the Gateway consumes.
+    let streams = h.gw.streams().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !streams
+        .groups("caracal.sessions.revoke")
+        .await
+        .map(|g| g.iter().any(|g| g.name.starts_with("gateway-revocation:")))
+        .unwrap_or(false)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no consumer group");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    streams
+        .xadd(
+            "caracal.sessions.revoke",
+            &caracal_core::streams::Fields::new().with("session_id", "sess-metrics"),
+        )
+        .await
+        .unwrap();
+    let get = |path: &str| {
+        hyper::Request::get(h.url(path))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let mut json = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        json = h.send(get("/metrics.json")).await.body;
+        if json["revocation_messages"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keys = "requests_total, requests_allowed, requests_denied, denials_missing_auth, \
+        denials_bad_bearer, denials_expiring, denials_bad_routing, denials_path_traversal, \
+        denials_signature, denials_jti_replay, denials_revoked, denials_revocation_stale, \
+        sts_exchange_errors, sts_exchange_latency_ms, sts_circuit_open, sts_circuit_opened, \
+        sts_circuit_fast_fail, upstream_errors, audit_replay_files, audit_replay_bytes, \
+        audit_replay_oldest_age_seconds, audit_dropped, audit_sink_errors, audit_queue_depth, \
+        audit_queue_cap, audit_persisted, audit_drained, revocations_active, \
+        revocation_snapshot_age_seconds, revocation_snapshot_fresh, revocation_messages, \
+        revocation_pending_replayed, revocation_dead_letters, revocation_invalid_signatures, \
+        revocation_reloads, revocation_reload_errors, revocation_propagation_seconds";
+    for key in keys.split(',').map(str::trim) {
+        assert!(json.get(key).is_some_and(Value::is_number), "{key}: {json}");
+    }
+    assert_eq!(json["requests_total"], 2, "{json}");
+    assert_eq!(json["requests_allowed"], 1);
+    assert_eq!(json["requests_denied"], 1);
+    assert_eq!(json["denials_jti_replay"], 1);
+    assert_eq!(json["denials_signature"], 0);
+    assert_eq!(json["revocation_messages"], 1);
+    assert_eq!(json["revocation_snapshot_fresh"], 1);
+    assert_eq!(json["revocations_active"], 1);
+    assert_eq!(json["audit_queue_cap"], 10_000);
+    assert!(json["revocation_reloads"].as_u64().unwrap() >= 1);
+    let propagation = json["revocation_propagation_seconds"].as_f64().unwrap();
+    assert!((0.0..10.0).contains(&propagation), "{propagation}");
+
+    let text = h.send(get("/metrics")).await.text;
+    for key in keys.split(',').map(str::trim) {
+        let name = match key {
+            "audit_queue_cap" => "caracal_gateway_audit_queue_capacity".to_owned(),
+            k => format!("caracal_gateway_{k}"),
+        };
+        assert!(
+            text.contains(&format!("\n{name} ")) || text.contains(&format!("\n{name}_total ")),
+            "{name} missing from /metrics"
+        );
+    }
+    assert!(text.contains("# TYPE caracal_gateway_denials_jti_replay_total counter"));
+    assert!(text.contains("\ncaracal_gateway_denials_jti_replay_total 1\n"));
+    assert!(text.contains("# TYPE caracal_gateway_revocation_snapshot_fresh gauge"));
 }
 
 #[tokio::test]

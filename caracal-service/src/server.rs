@@ -203,6 +203,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_header_deadline() {
+        // hyper starts the header timer whenever the connection waits for a request, so the
+        // header deadline is also the keep-alive idle bound (the Gateway's IDLE_TIMEOUT relies
+        // on this; see caracal_gateway::config::Timeouts::keep_alive).
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServerLimits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // Kept alive, then silent: closed (EOF or reset) well before the 5 s test bound.
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+            .await
+            .expect("the idle keep-alive connection must be closed");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
     async fn shutdown_stops_accepting() {
         let (addr, stop) = start(ServerLimits::default()).await;
         stop.send(()).unwrap();

@@ -507,7 +507,7 @@ pub async fn serve(
     let gateway_server = tokio::spawn(caracal_gateway::serve_on(
         gateway_listener,
         gateway.router(),
-        gateway.settings().timeouts.read_header,
+        gateway.settings().timeouts.keep_alive(),
         stopped(stop_rx),
         caracal_service::server::SHUTDOWN_GRACE,
     ));

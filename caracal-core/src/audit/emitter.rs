@@ -349,6 +349,11 @@ impl AuditEmitter {
         self.spill_overflow().await;
     }
 
+    /// The in-memory queue's capacity (`audit_queue_capacity`).
+    pub fn capacity(&self) -> usize {
+        self.config.buffer_capacity
+    }
+
     /// A snapshot of the counters and gauges.
     pub fn stats(&self) -> EmitterStats {
         let (replay_pending, replay_files, replay_bytes, oldest) = {

@@ -295,100 +295,65 @@ impl Handler for RevocationSetHandler {
 }
 
 /// A zone's cached keys.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ZoneState {
     keys: Option<(Arc<VerificationKeys>, DateTime<Utc>)>,
     last_forced: Option<DateTime<Utc>>,
 }
 
-/// The resource-side mandate verifier. Cheap to share (`Arc`); safe to call concurrently.
-pub struct RemoteVerifier {
+/// Per-zone cache of a [`JwksSource`]: a set is used for `ttl` and never served stale (an
+/// expired set plus a failed fetch is an error); a `kid` missing from a cached set allows at
+/// most one forced refetch per zone per [`FORCED_REFETCH_INTERVAL`]; one fetch at a time per
+/// zone (single flight), so a cold cache under load costs one fetch, not one per request.
+/// Shared by [`RemoteVerifier`] and the Gateway's signature check, so both follow one rule.
+pub struct KeyCache {
     source: Arc<dyn JwksSource>,
-    issuer: String,
     clock: SharedClock,
-    revocations: Arc<RevocationSet>,
-    key_ttl: Duration,
+    ttl: Duration,
     zones: Mutex<HashMap<String, ZoneState>>,
-    /// One fetch at a time per zone (single flight), so a cold cache under load costs one
-    /// fetch, not one per request.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-impl std::fmt::Debug for RemoteVerifier {
+impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteVerifier")
-            .field("issuer", &self.issuer)
+        f.debug_struct("KeyCache")
+            .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
 
-impl RemoteVerifier {
-    /// A verifier of mandates issued by `issuer` (exact `iss`), with keys from `source`
-    /// cached for [`KEY_CACHE_TTL`], time from `clock`, and revocations from `revocations`.
-    pub fn new(
-        source: Arc<dyn JwksSource>,
-        issuer: impl Into<String>,
-        clock: SharedClock,
-        revocations: Arc<RevocationSet>,
-    ) -> Self {
+impl KeyCache {
+    /// A cache over `source` keeping each zone's set for `ttl`.
+    pub fn new(source: Arc<dyn JwksSource>, clock: SharedClock, ttl: Duration) -> Self {
         Self {
             source,
-            issuer: issuer.into(),
             clock,
-            revocations,
-            key_ttl: KEY_CACHE_TTL,
+            ttl,
             zones: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The revocation set this verifier consults.
-    pub fn revocations(&self) -> &Arc<RevocationSet> {
-        &self.revocations
-    }
-
-    /// Verify `token` for the configured `zone_id` (never read from the token) as a mandate
-    /// of class `expected_use` whose `aud` contains `audience` and whose `scope` holds every
-    /// one of `required_scopes`; then refuse it if any revocation anchor is revoked. See the
-    /// module docs for the order. Every failure is a typed [`MandateError`] for which
-    /// [`MandateError::is_rejection`] holds; render it with [`MandateError::verifier_code`].
-    pub async fn verify(
+    /// The keys of `zone_id` to check a token signed with `kid`: the cached set when fresh and
+    /// holding `kid`, else a fetched one (a forced refetch only when the cooldown allows).
+    /// [`MandateError::UnknownKid`] when `kid` is missing and no refetch is allowed;
+    /// [`MandateError::KeySetUnavailable`] when a needed fetch fails.
+    pub async fn keys_for(
         &self,
-        token: &str,
         zone_id: &str,
-        expected_use: MandateUse,
-        audience: &str,
-        required_scopes: &[&str],
-    ) -> Result<MandateClaims, MandateError> {
-        if zone_id.is_empty() {
-            // A verifier without a configured zone fails closed (`invalid_zone`).
-            return Err(MandateError::ZoneMismatch);
+        kid: &str,
+    ) -> Result<Arc<VerificationKeys>, MandateError> {
+        let (keys, just_fetched) = self.cached_or_fetch(zone_id).await?;
+        if keys.get(kid).is_some() {
+            return Ok(keys);
         }
-        let kid = precheck(token)?;
-        let (mut keys, just_fetched) = self.cached_or_fetch(zone_id).await?;
-        if keys.get(&kid).is_none() {
-            if just_fetched || !self.take_forced_slot(zone_id) {
-                return Err(MandateError::UnknownKid);
-            }
-            keys = self.fetch(zone_id).await?;
+        if just_fetched || !self.take_forced_slot(zone_id) {
+            return Err(MandateError::UnknownKid);
         }
-        let policy = VerifyPolicy::new(zone_id, self.issuer.as_str(), expected_use, audience);
-        let claims = verify(token, &keys, &policy, self.clock.now())?;
-        for &scope in required_scopes {
-            if scope.is_empty() || !claims.scopes().any(|s| s == scope) {
-                return Err(MandateError::MissingScope {
-                    scope: scope.to_owned(),
-                });
-            }
-        }
-        if self.revocations.is_revoked(&claims) {
-            return Err(MandateError::Revoked);
-        }
-        Ok(claims)
+        self.fetch(zone_id).await
     }
 
-    /// Forget every cached key set (e.g. on `caracal.keys.invalidate`, if the host consumes
-    /// it).
+    /// Forget every cached key set (e.g. on `caracal.keys.invalidate`).
     pub fn clear(&self) {
         lock(&self.zones).clear();
     }
@@ -396,7 +361,7 @@ impl RemoteVerifier {
     fn cached(&self, zone_id: &str, now: DateTime<Utc>) -> Option<Arc<VerificationKeys>> {
         let zones = lock(&self.zones);
         let (keys, fetched_at) = zones.get(zone_id)?.keys.as_ref()?;
-        (now - *fetched_at < self.key_ttl).then(|| keys.clone())
+        (now - *fetched_at < self.ttl).then(|| keys.clone())
     }
 
     /// The cached set if fresh, else a fetched one; and whether it was fetched by this call.
@@ -433,10 +398,7 @@ impl RemoteVerifier {
         let now = self.clock.now();
         lock(&self.zones)
             .entry(zone_id.to_owned())
-            .or_insert(ZoneState {
-                keys: None,
-                last_forced: None,
-            })
+            .or_default()
             .keys = Some((keys.clone(), now));
         Ok(keys)
     }
@@ -446,10 +408,7 @@ impl RemoteVerifier {
     fn take_forced_slot(&self, zone_id: &str) -> bool {
         let now = self.clock.now();
         let mut zones = lock(&self.zones);
-        let state = zones.entry(zone_id.to_owned()).or_insert(ZoneState {
-            keys: None,
-            last_forced: None,
-        });
+        let state = zones.entry(zone_id.to_owned()).or_default();
         if state
             .last_forced
             .is_some_and(|t| now - t < FORCED_REFETCH_INTERVAL)
@@ -465,6 +424,85 @@ impl RemoteVerifier {
             .entry(zone_id.to_owned())
             .or_default()
             .clone()
+    }
+}
+
+/// The resource-side mandate verifier. Cheap to share (`Arc`); safe to call concurrently.
+pub struct RemoteVerifier {
+    issuer: String,
+    clock: SharedClock,
+    revocations: Arc<RevocationSet>,
+    keys: KeyCache,
+}
+
+impl std::fmt::Debug for RemoteVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteVerifier")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteVerifier {
+    /// A verifier of mandates issued by `issuer` (exact `iss`), with keys from `source`
+    /// cached for [`KEY_CACHE_TTL`], time from `clock`, and revocations from `revocations`.
+    pub fn new(
+        source: Arc<dyn JwksSource>,
+        issuer: impl Into<String>,
+        clock: SharedClock,
+        revocations: Arc<RevocationSet>,
+    ) -> Self {
+        Self {
+            keys: KeyCache::new(source, clock.clone(), KEY_CACHE_TTL),
+            issuer: issuer.into(),
+            clock,
+            revocations,
+        }
+    }
+
+    /// The revocation set this verifier consults.
+    pub fn revocations(&self) -> &Arc<RevocationSet> {
+        &self.revocations
+    }
+
+    /// Verify `token` for the configured `zone_id` (never read from the token) as a mandate
+    /// of class `expected_use` whose `aud` contains `audience` and whose `scope` holds every
+    /// one of `required_scopes`; then refuse it if any revocation anchor is revoked. See the
+    /// module docs for the order. Every failure is a typed [`MandateError`] for which
+    /// [`MandateError::is_rejection`] holds; render it with [`MandateError::verifier_code`].
+    pub async fn verify(
+        &self,
+        token: &str,
+        zone_id: &str,
+        expected_use: MandateUse,
+        audience: &str,
+        required_scopes: &[&str],
+    ) -> Result<MandateClaims, MandateError> {
+        if zone_id.is_empty() {
+            // A verifier without a configured zone fails closed (`invalid_zone`).
+            return Err(MandateError::ZoneMismatch);
+        }
+        let kid = precheck(token)?;
+        let keys = self.keys.keys_for(zone_id, &kid).await?;
+        let policy = VerifyPolicy::new(zone_id, self.issuer.as_str(), expected_use, audience);
+        let claims = verify(token, &keys, &policy, self.clock.now())?;
+        for &scope in required_scopes {
+            if scope.is_empty() || !claims.scopes().any(|s| s == scope) {
+                return Err(MandateError::MissingScope {
+                    scope: scope.to_owned(),
+                });
+            }
+        }
+        if self.revocations.is_revoked(&claims) {
+            return Err(MandateError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Forget every cached key set (e.g. on `caracal.keys.invalidate`, if the host consumes
+    /// it).
+    pub fn clear(&self) {
+        self.keys.clear();
     }
 }
 

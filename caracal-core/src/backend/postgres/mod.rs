@@ -11,5 +11,5 @@ pub mod store;
 
 pub use store::{
     PgClock, PgConnection, PgCoordinatorTx, PgLeaderLease, PgLeaderLock, PgManager, PgPool,
-    PgStore, PgStoreOptions, RetentionReport,
+    PgStore, PgStoreOptions, PoolStats, RetentionReport,
 };

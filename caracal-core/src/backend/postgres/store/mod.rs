@@ -95,6 +95,24 @@ use error::{describe_client_error, pg_error, timed_out};
 /// The pool a [`PgStore`] runs on.
 pub type PgPool = Pool<PgManager>;
 
+/// Occupancy of a [`PgStore`]'s pool (see [`PgStore::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The pool's size bound.
+    pub max_conns: u32,
+    /// Connections open (idle or checked out).
+    pub open_conns: u32,
+    /// Connections checked out now.
+    pub acquired_conns: u32,
+}
+
+impl PoolStats {
+    /// `acquired / max` (`caracal_db_pool_in_use_ratio`).
+    pub fn in_use_ratio(&self) -> f64 {
+        f64::from(self.acquired_conns) / f64::from(self.max_conns.max(1))
+    }
+}
+
 /// How [`PgStore::open`] builds its pool, and the store's bounds.
 #[derive(Debug, Clone)]
 pub struct PgStoreOptions {
@@ -250,6 +268,16 @@ impl PgStore {
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool's occupancy now (the `caracal_db_pool_*` gauges).
+    pub fn pool_stats(&self) -> PoolStats {
+        let state = self.pool.state();
+        PoolStats {
+            max_conns: self.pool.config().max_size,
+            open_conns: state.connections,
+            acquired_conns: state.connections.saturating_sub(state.idle_connections),
+        }
     }
 
     /// Check that a connection can be had and the server answers (for `/ready`).
