@@ -26,7 +26,7 @@ use caracal_core::exchange::Sts;
 use caracal_core::exchange::envelope::{self, EnvelopeHeaders, GatewayKey};
 use caracal_core::exchange::{StsConfig, StsParts, StsStores, TokenRequest};
 use caracal_core::ids::{SharedIdGen, UuidV7};
-use caracal_core::mandate::ZoneKeys;
+use caracal_core::mandate::{SignatureProof, ZoneKeys, verify_signature};
 use caracal_core::model::Attribution;
 use caracal_core::model::application::{Application, RegistrationMethod};
 use caracal_core::model::authority::{AuthorityRecord, AuthorityStatus, SubjectType};
@@ -313,8 +313,18 @@ async fn client_exchange(sts: &Sts, body: &str) -> String {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// One Gateway re-exchange of `subject`, with a fresh nonce and request id.
+/// One Gateway re-exchange of `subject`, with a fresh nonce and request id (and, as the
+/// in-process Gateway does, check 11's signature proof when given).
 async fn gateway_exchange(sts: &Sts, key: &GatewayKey, subject: &str) -> String {
+    gateway_exchange_proven(sts, key, subject, None).await
+}
+
+async fn gateway_exchange_proven(
+    sts: &Sts,
+    key: &GatewayKey,
+    subject: &str,
+    proof: Option<&SignatureProof>,
+) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let request_id = format!("0190f2a0-0000-7000-8000-{n:012}");
     let nonce = format!("bench-nonce-{n:016}");
@@ -344,7 +354,7 @@ async fn gateway_exchange(sts: &Sts, key: &GatewayKey, subject: &str) -> String 
             signature: Some(&sig),
         },
     };
-    match sts.token(&req).await {
+    match sts.token_proven(&req, proof).await {
         Ok(r) => r.access_token,
         Err(e) => panic!("gateway exchange refused: {e:?}"),
     }
@@ -379,6 +389,8 @@ fn benches(c: &mut Criterion) {
     rt.block_on(client_exchange(&sts, &bootstrap));
     let gateway_mandate = rt.block_on(client_exchange(&sts, &delegated));
     rt.block_on(gateway_exchange(&sts, &key, &gateway_mandate));
+    let zone_set = rt.block_on(sts.keys().verification_keys(ZONE)).unwrap();
+    let proof = verify_signature(&gateway_mandate, &zone_set).unwrap();
 
     let mut g = c.benchmark_group("exchange");
     g.bench_function("bootstrap", |b| {
@@ -390,6 +402,11 @@ fn benches(c: &mut Criterion) {
     g.bench_function("gateway_reexchange", |b| {
         b.to_async(&rt)
             .iter(|| gateway_exchange(&sts, &key, &gateway_mandate))
+    });
+    // What the in-process Gateway runs: the subject's signature was verified by check 11.
+    g.bench_function("gateway_reexchange_proven", |b| {
+        b.to_async(&rt)
+            .iter(|| gateway_exchange_proven(&sts, &key, &gateway_mandate, Some(&proof)))
     });
     g.finish();
 }

@@ -237,6 +237,61 @@ fn doctor_healthy_then_each_dependency_broken() {
     assert!(out.contains("revocation_snapshot_stale"), "{out}");
     stale.store(false, Ordering::SeqCst);
 
+    // A per-replica group left by an STS replica that is gone, holding an entry delivered
+    // and never acknowledged: named in the detail, but not a failure (module docs of
+    // `caracal doctor`), even with a pending limit it exceeds.
+    redis
+        .command(&[
+            "XGROUP",
+            "CREATE",
+            "caracal.policy.invalidate",
+            "opa-engine:sts-gone",
+            "$",
+            "MKSTREAM",
+        ])
+        .unwrap();
+    redis
+        .command(&["XADD", "caracal.policy.invalidate", "*", "zone_id", "z"])
+        .unwrap();
+    redis
+        .command(&[
+            "XREADGROUP",
+            "GROUP",
+            "opa-engine:sts-gone",
+            "sts-sts-gone-policy",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "caracal.policy.invalidate",
+            ">",
+        ])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1_100));
+    let strict: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--max-pending-idle-secs", "1"])
+        .collect();
+    let out = doctor(&strict, &[], &[]);
+    assert!(
+        out.contains("1 per-replica; 0 pending (+1 in per-replica groups)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("caracal.policy.invalidate/opa-engine:sts-gone (1 pending, idle "),
+        "{out}"
+    );
+    redis
+        .command(&[
+            "XGROUP",
+            "DESTROY",
+            "caracal.policy.invalidate",
+            "opa-engine:sts-gone",
+        ])
+        .unwrap();
+    let out = doctor(&strict, &[], &[]);
+    assert!(out.contains("0 per-replica; 0 pending"), "{out}");
+
     // A consumer group destroyed.
     redis
         .command(&[

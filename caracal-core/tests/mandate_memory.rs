@@ -593,3 +593,67 @@ fn jwks_document_and_parser() {
     assert!(parse_jwks(br#"{"keys":[]}"#).is_err());
     assert!(parse_jwks(&vec![b' '; MAX_JWKS_BYTES + 1]).is_err());
 }
+
+/// Check 11's [`SignatureProof`](caracal_core::mandate::SignatureProof) lets the ring skip the
+/// signature arithmetic only for the exact token and key it was made for; the claims are
+/// still checked, and any mismatch takes (and fails on) the full verification.
+#[tokio::test]
+async fn a_signature_proof_covers_one_token_and_one_key() {
+    use caracal_core::mandate::verify_signature;
+    let clock = FakeClock::new(fixture_now());
+    let store = Arc::new(MemoryStore::new());
+    let keys = ring(store.clone(), &clock);
+    let key = keys.signing_key(ZONE).await.unwrap();
+    let set = keys.verification_keys(ZONE).await.unwrap();
+    let policy = policy_for(MandateUse::Gateway);
+    let claims = claims_for(MandateUse::Gateway, clock.now(), 60);
+    let token = mint(&claims, &key).unwrap();
+    let proof = verify_signature(&token, &set).unwrap();
+    assert_eq!(
+        keys.verify_proven(&token, &policy, Some(&proof))
+            .await
+            .unwrap(),
+        claims
+    );
+
+    // A forged signature is refused by verify_signature and, with another token's proof, by
+    // the full path.
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
+    assert!(matches!(
+        verify_signature(&forged, &set).unwrap_err(),
+        MandateError::BadSignature
+    ));
+    assert!(matches!(
+        keys.verify_proven(&forged, &policy, Some(&proof))
+            .await
+            .unwrap_err(),
+        MandateError::BadSignature
+    ));
+    // Changed claims under the original signature: another digest, full path, refused.
+    let mut other = claims.clone();
+    other.sub = "someone-else".to_owned();
+    let (_, sig) = token.rsplit_once('.').unwrap();
+    let header = token.split('.').next().unwrap();
+    let spliced = format!("{header}.{}.{sig}", b64(&other));
+    assert!(
+        keys.verify_proven(&spliced, &policy, Some(&proof))
+            .await
+            .is_err()
+    );
+
+    // The claims are still checked: past its expiry the proven token is refused.
+    clock.advance(Duration::seconds(61 + 60));
+    assert!(matches!(
+        keys.verify_proven(&token, &policy, Some(&proof))
+            .await
+            .unwrap_err(),
+        MandateError::Expired
+    ));
+    // The wrong class is refused too.
+    assert!(
+        keys.verify_proven(&token, &policy_for(MandateUse::Session), Some(&proof))
+            .await
+            .is_err()
+    );
+}

@@ -93,6 +93,9 @@ pub struct GatewaySettings {
     pub timeouts: Timeouts,
     /// `TRUST_PROXY`.
     pub trust_proxy: bool,
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE` (both or neither): serve HTTPS on the port. The files
+    /// are read at start; a bad pair refuses to start instead of serving plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// `CARACAL_ADMIN_TOKEN`: enables `POST /internal/revocations/reload`.
     pub admin_token: Option<Secret>,
     /// `METRICS_BEARER`.
@@ -195,6 +198,7 @@ impl GatewaySettings {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             timeouts: Timeouts::default(),
             trust_proxy: false,
+            tls: None,
             admin_token: None,
             metrics_bearer: None,
             database_url: None,
@@ -288,6 +292,16 @@ impl GatewaySettings {
             max_request_bytes,
             timeouts,
             trust_proxy: truthy(env.raw("TRUST_PROXY")),
+            tls: match (env.raw("TLS_CERT_FILE"), env.raw("TLS_KEY_FILE")) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "TLS_CERT_FILE",
+                        "TLS_CERT_FILE and TLS_KEY_FILE must be set together",
+                    ));
+                }
+            },
             admin_token: secret("CARACAL_ADMIN_TOKEN")?,
             metrics_bearer: secret("METRICS_BEARER")?,
             database_url: secret("DATABASE_URL")?,
@@ -403,6 +417,25 @@ mod tests {
         assert!(with(&[("MAX_REQUEST_BYTES", "0")], &[]).is_err());
         let s = with(&[("UPSTREAM_HOST_ALLOWLIST", " API.example.com ,")], &[]).unwrap();
         assert_eq!(s.egress.allow_hosts, vec!["api.example.com".to_owned()]);
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        assert_eq!(with(&[], &[]).unwrap().tls, None);
+        let both = with(
+            &[
+                ("TLS_CERT_FILE", "/etc/c.pem"),
+                ("TLS_KEY_FILE", "/etc/k.pem"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            both.tls,
+            Some((PathBuf::from("/etc/c.pem"), PathBuf::from("/etc/k.pem")))
+        );
+        assert!(with(&[("TLS_CERT_FILE", "/etc/c.pem")], &[]).is_err());
+        assert!(with(&[("TLS_KEY_FILE", "/etc/k.pem")], &[]).is_err());
     }
 
     #[test]

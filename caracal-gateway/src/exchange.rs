@@ -5,7 +5,10 @@
 //! [`HttpExchanger`] (`POST {STS_URL}/oauth/2/token` under the envelope) and
 //! [`InProcessExchanger`] (the embedded [`Sts`], called directly with the same form body and a
 //! genuinely signed envelope, so the engine runs exactly the checks and audit of the HTTP route:
-//! the envelope is what makes an exchange a Gateway exchange, there is no trusted flag).
+//! the envelope is what makes an exchange a Gateway exchange, there is no trusted flag). The
+//! one difference: the in-process call hands over check 11's
+//! [`SignatureProof`], so the STS checks the subject's
+//! claims without verifying the same signature a second time (SPEC §6: once per hop).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,7 @@ use caracal_core::exchange::envelope::{
     self, EnvelopeHeaders, GatewayKey, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use caracal_core::exchange::{Sts, TokenRequest};
+use caracal_core::mandate::SignatureProof;
 use caracal_core::model::token::{TokenResponse, UpstreamDirective};
 
 use crate::client::{CallError, HttpClient, call};
@@ -51,6 +55,9 @@ pub struct ExchangeInput<'a> {
     pub path: &'a str,
     /// The Gateway's request id (`gateway_request_id` and `X-Request-Id`).
     pub request_id: &'a str,
+    /// Check 11's proof of the subject token's signature: an in-process STS uses it instead of
+    /// verifying the signature again; the HTTP exchange cannot carry it.
+    pub signature: Option<&'a SignatureProof>,
 }
 
 /// A granted exchange.
@@ -217,7 +224,7 @@ impl Exchanger for InProcessExchanger {
                 signature: Some(sig.as_str()),
             },
         };
-        match self.sts.token(&request).await {
+        match self.sts.token_proven(&request, input.signature).await {
             Ok(response) => grant(response, input.resource),
             Err(e) => Err(relay(&e)),
         }
@@ -385,6 +392,7 @@ mod tests {
             method: "GET",
             path: "/v1/items x",
             request_id: "rid",
+            signature: None,
         }
     }
 

@@ -12,13 +12,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
-use base64::Engine as _;
 use chrono::Duration;
 
 use caracal_core::clock::SharedClock;
 use caracal_core::mandate::remote::{JwksSource, KeyCache as ZoneKeyCache};
-use caracal_core::mandate::{MandateError, VerificationKeys, parse_jwks};
+use caracal_core::mandate::verify::precheck;
+use caracal_core::mandate::{
+    MandateError, SignatureProof, VerificationKeys, parse_jwks, verify_signature,
+};
 
 use crate::client::{HttpClient, get_capped};
 
@@ -33,40 +34,10 @@ pub struct KeyCache {
     inner: ZoneKeyCache,
 }
 
-/// The `kid` of an ES256 header, or `None` for any other header.
-fn es256_kid(token: &str) -> Option<String> {
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    if v.get("alg")?.as_str()? != "ES256" {
-        return None;
-    }
-    let kid = v.get("kid")?.as_str()?;
-    (!kid.is_empty()).then(|| kid.to_owned())
-}
-
-/// Verify the raw r‖s ES256 signature of `token` with `keys` (no claim checks).
+/// Whether `token` carries a valid ES256 signature by the key of its `kid` in `keys` (no
+/// claim checks): [`verify_signature`] without the proof.
 pub fn signature_valid(token: &str, keys: &VerificationKeys) -> bool {
-    let Some(kid) = es256_kid(token) else {
-        return false;
-    };
-    let Some(key) = keys.get(&kid) else {
-        return false;
-    };
-    let Some((signed, sig)) = token.rsplit_once('.') else {
-        return false;
-    };
-    let Ok(sig) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig) else {
-        return false;
-    };
-    if sig.len() != 64 {
-        return false;
-    }
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.sec1_point())
-        .verify(signed.as_bytes(), &sig)
-        .is_ok()
+    verify_signature(token, keys).is_ok()
 }
 
 impl KeyCache {
@@ -77,18 +48,19 @@ impl KeyCache {
         }
     }
 
-    /// Whether `token` carries a valid ES256 signature by a key of `zone`.
-    pub async fn verify(&self, token: &str, zone: &str) -> bool {
-        let Some(kid) = es256_kid(token) else {
-            return false;
-        };
-        match self.inner.keys_for(zone, &kid).await {
-            Ok(keys) => signature_valid(token, &keys),
+    /// The proof that `token` carries a valid ES256 signature by a key of `zone`, or `None`
+    /// (any failure: header, unknown `kid`, key set unavailable, bad signature). The proof lets
+    /// an in-process STS skip verifying the same signature again.
+    pub async fn verify(&self, token: &str, zone: &str) -> Option<SignatureProof> {
+        let kid = precheck(token).ok()?;
+        let keys = match self.inner.keys_for(zone, &kid).await {
+            Ok(keys) => keys,
             Err(e) => {
                 tracing::debug!(error = %e, "no key for the bearer's kid");
-                false
+                return None;
             }
-        }
+        };
+        verify_signature(token, &keys).ok()
     }
 }
 
@@ -141,6 +113,8 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use base64::Engine as _;
+
     use caracal_core::clock::FakeClock;
     use caracal_core::mandate::SigningKey;
 
@@ -179,18 +153,18 @@ mod tests {
         let cache = KeyCache::new(source.clone(), Arc::new(clock.clone()));
         let t1 = sign(&k1, r#"{"alg":"ES256","kid":"k1"}"#);
         // A bad signature with a known kid: one fetch, refused.
-        assert!(!cache.verify(&t1, "z").await);
+        assert!(cache.verify(&t1, "z").await.is_none());
         assert_eq!(source.calls.load(Ordering::SeqCst), 1);
         // Unknown kid with a fresh cache: one forced refetch.
         let t2 = sign(&k1, r#"{"alg":"ES256","kid":"k2"}"#);
-        assert!(!cache.verify(&t2, "z").await);
+        assert!(cache.verify(&t2, "z").await.is_none());
         assert_eq!(source.calls.load(Ordering::SeqCst), 2);
         // A second unknown kid within 30 s: no fetch.
         let t3 = sign(&k1, r#"{"alg":"ES256","kid":"k3"}"#);
-        assert!(!cache.verify(&t3, "z").await);
+        assert!(cache.verify(&t3, "z").await.is_none());
         assert_eq!(source.calls.load(Ordering::SeqCst), 2);
         clock.advance(Duration::seconds(31));
-        assert!(!cache.verify(&t3, "z").await);
+        assert!(cache.verify(&t3, "z").await.is_none());
         assert_eq!(source.calls.load(Ordering::SeqCst), 3);
         // Other algorithms and a missing kid never reach the source.
         for h in [
@@ -198,7 +172,7 @@ mod tests {
             r#"{"alg":"HS256","kid":"k1"}"#,
             r#"{"alg":"ES256"}"#,
         ] {
-            assert!(!cache.verify(&sign(&k1, h), "z").await);
+            assert!(cache.verify(&sign(&k1, h), "z").await.is_none());
         }
         assert_eq!(source.calls.load(Ordering::SeqCst), 3);
     }

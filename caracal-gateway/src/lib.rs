@@ -58,6 +58,7 @@
 //! | `MAX_REQUEST_BYTES` | `10485760` | > 0 |
 //! | `STS_TIMEOUT` 5s, `UPSTREAM_TIMEOUT` 30s, `READ_HEADER_TIMEOUT` 5s, `READ_TIMEOUT` 45s, `WRITE_TIMEOUT` 60s, `STREAM_IDLE_TIMEOUT` 60s, `IDLE_TIMEOUT` 120s | | durations (`5s`, `500ms`); `READ_TIMEOUT` > `STS_TIMEOUT` + `UPSTREAM_TIMEOUT`; an idle keep-alive connection closes after `min(READ_HEADER_TIMEOUT, IDLE_TIMEOUT)` ([`config::Timeouts::keep_alive`]) |
 //! | `TRUST_PROXY` | `false` | honour the inbound first `X-Forwarded-For` and `X-Forwarded-Proto` |
+//! | `TLS_CERT_FILE`, `TLS_KEY_FILE` | unset | both or neither: serve HTTPS (PEM chain and key, read at start; a bad pair refuses to start) |
 //! | `CARACAL_ADMIN_TOKEN` (`_FILE`) | unset | enables the reload endpoint (else it is a 404) |
 //! | `METRICS_BEARER` (`_FILE`) | unset | required for `/metrics` when published |
 //! | `HOSTNAME` | `gateway` | consumer group `gateway-revocation:<host>` |
@@ -288,7 +289,7 @@ impl GatewayService {
         let metrics = Arc::new(Metrics::default());
         let mut config = ConsumerConfig::new(
             names::SESSIONS_REVOKE,
-            format!("gateway-revocation:{}", settings.hostname),
+            names::gateway_revocation_group(&settings.hostname),
             format!("gateway-{}-{}", settings.hostname, std::process::id()),
         );
         config.batch = 50;
@@ -566,18 +567,25 @@ pub async fn run(
         .reload_revocations()
         .await
         .map_err(GatewayError::Snapshot)?;
+    let tls = match &service.settings.tls {
+        Some((cert, key)) => Some(
+            caracal_service::server::tls_config(cert, key)
+                .map_err(|e| ConfigError::invalid("TLS_CERT_FILE", e))?,
+        ),
+        None => None,
+    };
     let workers = service.spawn_workers();
     let port = service.settings.port;
     let listener = caracal_service::server::bind(port).await?;
-    tracing::info!(port, "caracal-gateway listening");
-    let result = serve_on(
-        listener,
-        service.router(),
-        service.settings.timeouts.keep_alive(),
-        shutdown,
-        Duration::from_secs(14),
-    )
-    .await;
+    tracing::info!(port, tls = tls.is_some(), "caracal-gateway listening");
+    let limits = caracal_service::server::ServerLimits {
+        header_read_timeout: service.settings.timeouts.keep_alive(),
+        max_header_bytes: MAX_HEADER_BUFFER,
+        shutdown_grace: Duration::from_secs(14),
+    };
+    let result =
+        caracal_service::server::serve_tls_with(listener, service.router(), shutdown, limits, tls)
+            .await;
     workers.shutdown(Duration::from_secs(4)).await;
     result.map_err(GatewayError::from)
 }

@@ -89,14 +89,14 @@ async fn run(
     let admitted = preflight::check(&head, now.timestamp())?;
     let claims = &admitted.claims;
     // 11
-    if !svc.keys.verify(admitted.token, &admitted.zone_id).await {
+    let Some(proof) = svc.keys.verify(admitted.token, &admitted.zone_id).await else {
         return Err(Deny::new(
             401,
             "invalid_token",
             "bearer signature invalid",
             Denial::Signature,
         ));
-    }
+    };
     // 12
     let fingerprint = subject_fingerprint(admitted.token);
     consume_jti(svc, &admitted, &fingerprint, request_id).await?;
@@ -128,6 +128,7 @@ async fn run(
         method: parts.method.as_str(),
         path: &decoded,
         request_id,
+        signature: Some(&proof),
     };
     let started = Instant::now();
     let outcome = svc.exchanger.exchange(&input).await;

@@ -122,6 +122,7 @@ fn input() -> ExchangeInput<'static> {
         method: "POST",
         path: "/v1/items",
         request_id: "req-1",
+        signature: None,
     }
 }
 

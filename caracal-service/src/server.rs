@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -76,6 +78,32 @@ pub async fn serve(
     serve_with(listener, router, shutdown, ServerLimits::default()).await
 }
 
+/// A TLS server configuration from PEM files (`TLS_CERT_FILE`: the chain, leaf first;
+/// `TLS_KEY_FILE`: a PKCS#8, PKCS#1 or SEC1 private key): aws-lc-rs, TLS 1.2 and 1.3, ALPN
+/// `http/1.1`. Any unreadable file, an empty chain or a key that does not match is an error,
+/// so a service asked for TLS never falls back to plain HTTP.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("TLS_CERT_FILE {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("TLS_CERT_FILE {}: no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("TLS_KEY_FILE {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS_CERT_FILE / TLS_KEY_FILE: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// [`serve`] with explicit limits. Every request carries the peer address as
 /// `axum::extract::ConnectInfo<SocketAddr>` (the Gateway's `X-Forwarded-For`, per-IP limits).
 pub async fn serve_with(
@@ -83,6 +111,18 @@ pub async fn serve_with(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: ServerLimits,
+) -> std::io::Result<()> {
+    serve_tls_with(listener, router, shutdown, limits, None).await
+}
+
+/// [`serve_with`], over TLS when `tls` is set (see [`tls_config`]). The handshake must finish
+/// within the header deadline, like the request head it precedes.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
@@ -107,12 +147,32 @@ pub async fn serve_with(
                         },
                     );
                     let service = TowerToHyperService::new(service);
-                    let conn = http.serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        // A client that goes away mid-request is not a server error.
-                        let _ = conn.await;
-                    });
+                    match &tls {
+                        None => {
+                            let conn = http.serve_connection(TokioIo::new(stream), service);
+                            let conn = graceful.watch(conn);
+                            tokio::spawn(async move {
+                                // A client that goes away mid-request is not a server error.
+                                let _ = conn.await;
+                            });
+                        }
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+                            let watcher = graceful.watcher();
+                            let http = http.clone();
+                            let deadline = limits.header_read_timeout;
+                            tokio::spawn(async move {
+                                let accepted =
+                                    tokio::time::timeout(deadline, acceptor.accept(stream)).await;
+                                let Ok(Ok(stream)) = accepted else {
+                                    // A failed or slow handshake: nothing was served.
+                                    return;
+                                };
+                                let conn = http.serve_connection(TokioIo::new(stream), service);
+                                let _ = watcher.watch(conn).await;
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -229,6 +289,68 @@ mod tests {
             .await
             .expect("the idle keep-alive connection must be closed");
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn serves_over_tls_and_refuses_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+        assert!(tls_config(&cert_path, &dir.path().join("missing.pem")).is_err());
+        assert!(
+            tls_config(&key_path, &key_path).is_err(),
+            "a key is not a chain"
+        );
+        let config = tls_config(&cert_path, &key_path).unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_tls_with(
+            listener,
+            router,
+            async move {
+                let _ = rx.await;
+            },
+            ServerLimits::default(),
+            Some(config),
+        ));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+            .await
+            .unwrap()
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut body)).await;
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+        // Plain HTTP on the TLS port is not served.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut rest)).await;
+        assert!(!String::from_utf8_lossy(&rest).contains("200"));
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The STS's settings (reference `sts.md` §9), from the environment.
 
+use caracal_core::streams::relay::RelayConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,8 +53,12 @@ pub struct StsSettings {
     pub database_url: Option<Secret>,
     /// `REDIS_URL`; unset: in-memory streams and keys (dev only).
     pub redis_url: Option<Secret>,
-    /// `HOSTNAME` (consumer names).
+    /// `HOSTNAME` (consumer names, and the per-replica groups `opa-engine:<host>` and
+    /// `sts-keys:<host>`, so it must differ between replicas).
     pub hostname: String,
+    /// The outbox relay's idle interval (default [`RelayConfig::new`]'s; not an environment
+    /// setting: tests and drills lengthen it to hold rows unpublished).
+    pub relay_interval: Duration,
 }
 
 impl std::fmt::Debug for StsSettings {
@@ -125,6 +130,7 @@ impl StsSettings {
             database_url: None,
             redis_url: None,
             hostname: "sts-0".to_owned(),
+            relay_interval: RelayConfig::new("").interval,
         })
     }
 
@@ -203,6 +209,7 @@ impl StsSettings {
             database_url: secret("DATABASE_URL")?,
             redis_url: secret("REDIS_URL")?,
             hostname: env.raw("HOSTNAME").unwrap_or_else(|| "sts".to_owned()),
+            relay_interval: RelayConfig::new("").interval,
         };
         if mode.is_published() {
             for name in ["INSECURE_STS", "INSECURE_HTTP"] {

@@ -182,7 +182,10 @@ impl StsService {
             backends.streams.clone(),
             sig,
             clock.clone(),
-            RelayConfig::new(consumer_name(&settings, "outbox")),
+            RelayConfig {
+                interval: settings.relay_interval,
+                ..RelayConfig::new(consumer_name(&settings, "outbox"))
+            },
         ));
         Ok(Arc::new(Self {
             settings,

@@ -765,10 +765,16 @@ async fn ready_tracks_consumer_groups_and_redis() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
     assert_eq!(r.body["reason"], "stream_consumers_not_ready");
     let workers = w.start().await;
+    // The revocation group is shared; the cache groups are this replica's own, created by
+    // its consumers (nothing was provisioned).
+    let host = &w.svc.settings().hostname;
     for (stream, group) in [
-        (names::SESSIONS_REVOKE, names::GROUP_STS_REVOCATION),
-        (names::POLICY_INVALIDATE, names::GROUP_OPA_ENGINE),
-        (names::KEYS_INVALIDATE, names::GROUP_STS_KEYS),
+        (
+            names::SESSIONS_REVOKE,
+            names::GROUP_STS_REVOCATION.to_owned(),
+        ),
+        (names::POLICY_INVALIDATE, names::opa_engine_group(host)),
+        (names::KEYS_INVALIDATE, names::sts_keys_group(host)),
     ] {
         let groups = w.streams.groups(stream).await.unwrap();
         assert!(

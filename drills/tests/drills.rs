@@ -398,6 +398,10 @@ impl Stack {
         settings.database_url = Some(Secret::new(db.clone()));
         settings.redis_url = Some(Secret::new(redis_url.clone()));
         settings.hostname = format!("drill-{}", &uuid()[24..]);
+        // The control plane's relay (every 40 ms when idle) publishes the outbox; the STS's
+        // relay is slowed so that the coordinator drill's claimer, not the STS, takes the
+        // cascade's rows the moment they commit (otherwise a race it could lose).
+        settings.relay_interval = Duration::from_secs(5);
         let clock: SharedClock = Arc::new(SystemClock);
         let backends = StsBackends::connect(&settings, clock.clone())
             .await
@@ -2131,7 +2135,8 @@ async fn drill_coordinator_killed_between_commit_and_publish() {
         // (the lease a relay takes before `XADD`) and died before publishing them. Its
         // workers are gone; the Coordinator API commits the cascade while a claimer polls
         // the outbox every millisecond under the dying relay's name with the production
-        // lease, so it takes the rows before the STS's relay (a pass every 250 ms) can.
+        // lease, so it takes the rows before the STS's relay (slowed to a pass every 5 s in
+        // `Stack::start`) can.
         let workers = stack.control_workers.take().unwrap();
         tokio::time::timeout(Duration::from_secs(20), workers.shutdown(Duration::from_secs(5)))
             .await

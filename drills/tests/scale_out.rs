@@ -4,7 +4,7 @@
 //!
 //! | replica pair | what tells the replicas apart |
 //! |---|---|
-//! | STS `sts-a`, `sts-b` | `hostname` → consumer names `sts-<host>-…` in the shared groups `sts-revocation`, `opa-engine`, `sts-keys`; each runs an outbox relay |
+//! | STS `sts-a`, `sts-b` | `hostname` → consumer names `sts-<host>-…`; one group per host for each cache, `opa-engine:<host>` and `sts-keys:<host>`, so each sees every policy and key invalidation; the shared group `sts-revocation` (its handler writes Postgres once for all); each runs an outbox relay |
 //! | Gateway `gw-a`, `gw-b` | `hostname` → one group per host, `gateway-revocation:<host>`, so each sees every revocation; Postgres snapshot source |
 //! | Audit `audit-a`, `audit-b` | consumer name in the one ingest group `audit-ingestor` |
 //! | control plane `control-a`, `control-b` | `HOSTNAME` → relay worker `control-<host>-outbox`; both relays claim with `SKIP LOCKED` |
@@ -15,18 +15,18 @@
 //! |---|---|---|
 //! | [`revocation_reaches_both_gateways_once`] | each of [`REVOCATIONS`] subject revocations (Admin API, alternating control planes; half one at a time, half in one burst) is seen by both Gateways within [`PROPAGATION_BOUND`]; every outbox row of every stream is in its stream exactly once, none is left undispatched or dead | p50/p99/max propagation per phase, per Gateway and for both |
 //! | [`audit_two_ingestors_keep_chains_dense`] | under concurrent exchanges on both STS replicas, the zone's chain is dense, holds each event once, verifies, and holds exactly what the emitters sent; DLQ empty | how the inserts split between the two ingestors |
-//! | [`policy_activation_reaches_both_sts`] | an activation that restricts the zone, then the rollback, each reaches both STS replicas within [`POLICY_BOUND`], and a replica never returns to the old decision once it has the new one | time per replica and phase |
+//! | [`policy_activation_reaches_both_sts`] | an activation that restricts the zone, then the rollback, each reaches both STS replicas within [`POLICY_BOUND`] (far below the safety poll), and a replica never returns to the old decision once it has the new one; a signing-key rotation made outside both replicas reaches the verification-key cache of both within [`POLICY_BOUND`] (far below the cache TTL) | time per replica and phase |
 //!
 //! Every test also ends with the evidence check (the ledger holds one event per successful
 //! exchange, chains dense and verified). Every wait is bounded, each test runs under
 //! [`TEST_LIMIT`], and without the server binaries a test prints `SKIPPED` (a failure under
 //! `CI=true`).
 //!
-//! The STS consumes `caracal.policy.invalidate` in one shared group (`opa-engine`, as the
-//! reference does), so an activation's message reaches one replica; the others reload on the
-//! safety poll (`OPA_POLL_SECONDS`, here [`POLL_SECONDS`]). [`POLICY_BOUND`] is that poll
-//! plus a margin; the printed times show one replica switching at once (the stream) and the
-//! other on its next poll.
+//! The reference shares one group (`opa-engine`, `sts-keys`) between STS replicas, so an
+//! activation's message reached one replica and the others reloaded on the safety poll
+//! (`OPA_POLL_SECONDS`), and a key rotation left the others on their 15-minute key cache.
+//! Here each replica reads in its own group, so both must switch within [`POLICY_BOUND`]
+//! (3 s) while the poll is [`POLL_SECONDS`] (60 s): only the stream can explain it.
 //!
 //! Every STS replica is given the same `SECRET_STORE_KEK`: a zone signing key created by one
 //! replica is encrypted under it and must decrypt on the other (with `StsSettings::dev`'s
@@ -52,6 +52,7 @@ use caracal_core::backend::redis::{RedisConfig, RedisKeys, RedisStreams};
 use caracal_core::clock::{Clock, SharedClock, SystemClock};
 use caracal_core::exchange::envelope::GatewayKey;
 use caracal_core::ids::{IdGen, SharedIdGen, UuidV7};
+use caracal_core::mandate::ZoneKeys;
 use caracal_core::model::Attribution;
 use caracal_core::model::application::{Application, RegistrationMethod};
 use caracal_core::model::policy_set::ManifestEntry;
@@ -94,12 +95,13 @@ const REVOCATIONS: usize = 40;
 /// Every revocation must reach both Gateways within this (the stream path; the Gateway's
 /// own Postgres snapshot reload runs every 30 s).
 const PROPAGATION_BOUND: Duration = Duration::from_secs(10);
-/// `OPA_POLL_SECONDS` of both STS replicas (the policy safety poll).
-const POLL_SECONDS: u64 = 10;
-/// An activation must reach both STS replicas within the safety poll plus this margin.
-const POLICY_MARGIN: Duration = Duration::from_secs(15);
-/// The bound of a policy activation's propagation.
-const POLICY_BOUND: Duration = Duration::from_secs(POLL_SECONDS + POLICY_MARGIN.as_secs());
+/// `OPA_POLL_SECONDS` of both STS replicas (the policy safety poll): the default, far above
+/// [`POLICY_BOUND`], so a replica that switches within the bound was told by the stream.
+const POLL_SECONDS: u64 = 60;
+/// An activation (and a key invalidation) must reach both STS replicas within this: the
+/// outbox relay (every 250 ms) plus one stream delivery and a reload, with room for a loaded
+/// machine.
+const POLICY_BOUND: Duration = Duration::from_secs(3);
 /// Exchanges per load task in the audit test (two tasks per STS replica).
 const LOAD_PER_TASK: usize = 40;
 
@@ -464,10 +466,26 @@ impl Cluster {
             GATEWAY_HOSTS.iter().all(|h| {
                 groups
                     .iter()
-                    .any(|g| g.name == format!("gateway-revocation:{h}"))
+                    .any(|g| g.name == names::gateway_revocation_group(h))
             })
         })
         .await;
+        // Likewise each STS replica has its own policy and key groups.
+        for (stream, group) in [
+            (
+                names::POLICY_INVALIDATE,
+                names::opa_engine_group as fn(&str) -> String,
+            ),
+            (names::KEYS_INVALIDATE, names::sts_keys_group),
+        ] {
+            wait_until(&format!("both STS groups on {stream}"), async || {
+                let groups = cluster.streams.groups(stream).await.unwrap_or_default();
+                STS_HOSTS
+                    .iter()
+                    .all(|h| groups.iter().any(|g| g.name == group(h)))
+            })
+            .await;
+        }
         Some(cluster)
     }
 
@@ -1196,20 +1214,75 @@ async fn policy_activation_reaches_both_sts() {
                 Some(cluster.policy.version_id.as_str())
             );
         }
-        // The invalidations were delivered (to one replica of the shared `opa-engine` group)
-        // and acknowledged; nothing is left pending.
-        wait_until("the opa-engine group to drain", async || {
-            let groups = cluster
-                .streams
-                .groups(names::POLICY_INVALIDATE)
-                .await
-                .unwrap_or_default();
-            groups
+        // The invalidations were delivered to each replica's own group and acknowledged;
+        // nothing is left pending. The shared group of the reference (still provisioned)
+        // has no consumer.
+        let drained = async |stream: &'static str, group: fn(&str) -> String| {
+            wait_until(
+                &format!("the STS groups on {stream} to drain"),
+                async || {
+                    let groups = cluster.streams.groups(stream).await.unwrap_or_default();
+                    STS_HOSTS.iter().all(|h| {
+                        groups.iter().any(|g| {
+                            g.name == group(h) && g.pending == 0 && g.lag.unwrap_or(1) == 0
+                        })
+                    })
+                },
+            )
+            .await;
+        };
+        drained(names::POLICY_INVALIDATE, names::opa_engine_group).await;
+        let shared = cluster
+            .streams
+            .groups(names::POLICY_INVALIDATE)
+            .await
+            .unwrap();
+        assert!(
+            shared
                 .iter()
-                .find(|g| g.name == names::GROUP_OPA_ENGINE)
-                .is_some_and(|g| g.pending == 0 && g.lag.unwrap_or(1) == 0)
-        })
-        .await;
+                .any(|g| g.name == names::GROUP_OPA_ENGINE && g.consumers == 0),
+            "{shared:?}"
+        );
+
+        // A signing-key rotation made outside both replicas (as an operator's would be):
+        // both cache the zone's verification keys; the rotation's `caracal.keys.invalidate`
+        // (through the outbox) must flush both caches, which otherwise live 15 minutes.
+        for s in &cluster.sts {
+            s.sts().keys().verification_keys(&zone).await.unwrap();
+        }
+        let operator = ZoneKeys::new(
+            Arc::new(cluster.store.clone()),
+            Arc::new(cluster.store.clone()),
+            Arc::new(Keyring::from_hex(KEK_HEX, None).unwrap()),
+            Arc::new(SystemClock),
+            Arc::new(UuidV7),
+        );
+        let rotated = operator.rotate(&zone).await.unwrap();
+        let since = Instant::now();
+        let mut keys_took: [Option<Duration>; 2] = [None, None];
+        while keys_took.iter().any(Option::is_none) {
+            for (k, s) in cluster.sts.iter().enumerate() {
+                if keys_took[k].is_none()
+                    && s.sts()
+                        .keys()
+                        .verification_keys(&zone)
+                        .await
+                        .unwrap()
+                        .get(&rotated.kid)
+                        .is_some()
+                {
+                    keys_took[k] = Some(since.elapsed());
+                }
+            }
+            assert!(
+                since.elapsed() < POLICY_BOUND,
+                "the key invalidation did not reach both STS replicas within {POLICY_BOUND:?}: \
+                 {keys_took:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let keys_took = keys_took.map(Option::unwrap);
+        drained(names::KEYS_INVALIDATE, names::sts_keys_group).await;
         let ms = |d: Duration| d.as_millis();
         for (phase, took) in [("restrict", restrict), ("rollback", rollback)] {
             println!(
@@ -1222,6 +1295,15 @@ async fn policy_activation_reaches_both_sts() {
                 POLICY_BOUND.as_secs()
             );
         }
+        println!(
+            "scale policy: key rotation → new kid in the verification cache of {}: {} ms, \
+             of {}: {} ms (bound {} s)",
+            STS_HOSTS[0],
+            ms(keys_took[0]),
+            STS_HOSTS[1],
+            ms(keys_took[1]),
+            POLICY_BOUND.as_secs()
+        );
         println!("scale policy: denial errors seen while restricted: {deny_bodies:?}");
         let outbox = cluster.assert_outbox_published_once().await;
         println!("scale policy: outbox rows per stream, each published exactly once: {outbox:?}");

@@ -4,7 +4,7 @@
 //! | Row | What it checks | Fails when |
 //! |---|---|---|
 //! | `migrations` | every embedded migration applied (checksums verified) and the expected tables present | Postgres unreachable, a migration pending or edited, a table missing |
-//! | `streams` | the nine streams and their groups (`caracal streams verify`), pending entries and their oldest idle time, consumers' dead letters | Redis unreachable, a stream or group missing, a pending entry idle longer than `--max-pending-idle-secs`, a dead letter present |
+//! | `streams` | the nine streams and their groups (`caracal streams verify`), pending entries and their oldest idle time, consumers' dead letters; per-replica groups (`opa-engine:<instance>`, `sts-keys:<instance>`, `gateway-revocation:<host>`) counted, and those holding an entry idle longer than `--max-pending-idle-secs` named | Redis unreachable, a stream or group missing, a pending entry of a provisioned group idle longer than `--max-pending-idle-secs`, a dead letter present |
 //! | `outbox` | the outbox's pending and dead rows (`OutboxStore::outbox_stats`) | Postgres unreachable, a dead row, a pending row older than `--max-outbox-age-secs` |
 //! | `audit-dlq` | `XLEN caracal.audit.events.dlq` | Redis unreachable, any dead letter |
 //! | `audit-replay` | spill files (`pending-*.ndjson`) in each `--replay-dir` | a spill file waiting, a directory unreadable |
@@ -545,13 +545,52 @@ async fn check_streams(streams: &RedisStreams, limits: Limits) -> CheckRow {
             }
         }
     }
+    // Per-replica groups are reported, never failed: each belongs to one replica's
+    // per-process cache, so a live replica's stuck consumer shows on that replica's `/ready`,
+    // and the pending entries of a replica that is gone invalidated a cache that died with it
+    // (a replica restarted under the same name drains them; a new one loads fresh state).
+    let mut replica_groups = 0usize;
+    let mut replica_pending = 0u64;
+    let mut idle_replica_groups = Vec::new();
+    for s in &report.streams {
+        for g in &s.instance_groups {
+            replica_groups += 1;
+            replica_pending += g.pending;
+            if g.pending == 0 {
+                continue;
+            }
+            let first = streams
+                .pending_range(s.stream, &g.group, EntryId::MIN, EntryId::MAX, 1, None)
+                .await;
+            if let Ok(Some(entry)) = first.map(|v| v.into_iter().next()) {
+                if entry.idle > limits.max_pending_idle {
+                    idle_replica_groups.push(format!(
+                        "{}/{} ({} pending, idle {} s)",
+                        s.stream,
+                        g.group,
+                        g.pending,
+                        entry.idle.as_secs()
+                    ));
+                }
+            }
+        }
+    }
     let mut detail = format!(
-        "{} streams, {} groups; {pending_total} pending",
+        "{} streams, {} groups, {replica_groups} per-replica; {pending_total} pending",
         report.streams.len(),
         names::STREAMS.iter().map(|s| s.groups.len()).sum::<usize>()
     );
+    if replica_pending > 0 {
+        detail.push_str(&format!(" (+{replica_pending} in per-replica groups)"));
+    }
     if let Some((idle, at)) = &oldest {
         detail.push_str(&format!(" (oldest idle {} s on {at})", idle.as_secs()));
+    }
+    if !idle_replica_groups.is_empty() {
+        detail.push_str(&format!(
+            "; per-replica groups with idle entries (replica gone? remove with XGROUP DESTROY <stream> <group>): {}",
+            idle_replica_groups.join(", ")
+        ));
     }
     if !dead.is_empty() {
         detail.push_str(&format!("; dead letters: {}", dead.join(", ")));

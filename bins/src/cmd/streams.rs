@@ -6,6 +6,11 @@
 //! Both print a table of streams, groups and their status on stdout. `provision` exits 1 if a
 //! stream could not be provisioned (e.g. its key holds another type); `verify` exits 1 when
 //! anything is missing, naming each missing stream or group.
+//!
+//! `verify` also lists the per-replica groups the services create for themselves
+//! (`opa-engine:<instance>`, `sts-keys:<instance>`, `gateway-revocation:<host>`) with their
+//! consumers and pending entries; they are never provisioned and never a failure. A group of
+//! a replica that no longer exists can be removed with `XGROUP DESTROY <stream> <group>`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -308,6 +313,18 @@ pub fn render_verify(report: &VerifyReport) -> String {
                 };
                 rows.push((s.stream.to_owned(), g.group.to_owned(), status));
             }
+            for g in &s.instance_groups {
+                rows.push((
+                    s.stream.to_owned(),
+                    g.group.clone(),
+                    format!(
+                        "per-replica ({} consumer{}, {} pending)",
+                        g.consumers,
+                        if g.consumers == 1 { "" } else { "s" },
+                        g.pending
+                    ),
+                ));
+            }
             for extra in &s.extra_groups {
                 rows.push((
                     s.stream.to_owned(),
@@ -334,7 +351,7 @@ pub fn render_verify(report: &VerifyReport) -> String {
 mod tests {
     use std::collections::HashMap;
 
-    use caracal_core::streams::MemoryStreams;
+    use caracal_core::streams::{MemoryStreams, Streams as _};
 
     use super::*;
 
@@ -410,6 +427,32 @@ mod tests {
             "{ok}"
         );
         assert!(ok.ends_with("verify: OK\n"), "{ok}");
+        // Per-replica groups, created by the consumers themselves: listed, never a failure.
+        let sts_a = caracal_core::streams::names::sts_keys_group("sts-a");
+        s.group_create(
+            "caracal.keys.invalidate",
+            &sts_a,
+            caracal_core::streams::GroupStart::Latest,
+        )
+        .await
+        .unwrap();
+        let with_replica = render_verify(&verify(&s).await.unwrap());
+        assert!(
+            has_row(
+                &with_replica,
+                &[
+                    "caracal.keys.invalidate",
+                    "sts-keys:sts-a",
+                    "per-replica",
+                    "(0",
+                    "consumers,",
+                    "0",
+                    "pending)"
+                ]
+            ),
+            "{with_replica}"
+        );
+        assert!(with_replica.ends_with("verify: OK\n"), "{with_replica}");
         let empty = render_verify(&verify(&MemoryStreams::default()).await.unwrap());
         assert!(
             has_row(&empty, &["caracal.audit.events", "-", "MISSING", "stream"]),

@@ -36,6 +36,7 @@ use crate::ids::SharedIdGen;
 use crate::mandate::claims::{Audience, MandateClaims, MandateUse};
 use crate::mandate::keys::ZoneKeys;
 use crate::mandate::lifetime;
+use crate::mandate::verify::SignatureProof;
 use crate::mandate::verify::VerifyPolicy;
 use crate::model::application::Application;
 use crate::model::authority::{AuthorityRecord, AuthorityStatus, SubjectType};
@@ -220,6 +221,8 @@ struct Exchange<'a> {
     resources: Vec<String>,
     scopes: Vec<String>,
     gateway: bool,
+    /// The in-process Gateway's proof of the subject token's signature (gateway requests only).
+    proof: Option<&'a SignatureProof>,
     app: Application,
     now: DateTime<Utc>,
     subject: Option<Subject>,
@@ -392,6 +395,19 @@ impl Sts {
     /// `POST /oauth/2/token` (§2.1 then §2.3). The error carries status, code and
     /// description; the HTTP layer adds the request id.
     pub async fn token(&self, req: &TokenRequest<'_>) -> ExchangeResult<TokenResponse> {
+        self.token_proven(req, None).await
+    }
+
+    /// [`Sts::token`] for an in-process Gateway that already verified the subject token's
+    /// signature (check 11) and hands over the [`SignatureProof`]: the exchange then checks the
+    /// subject's claims without repeating the signature arithmetic (one verification per hop,
+    /// SPEC §6). The proof is used only on a request whose Gateway envelope verified, and only
+    /// for the exact token and key it was made for; every other check is unchanged.
+    pub async fn token_proven(
+        &self,
+        req: &TokenRequest<'_>,
+        proof: Option<&SignatureProof>,
+    ) -> ExchangeResult<TokenResponse> {
         // §2.1 steps 2–4.
         let form = TokenForm::parse(req.method, req.query, req.content_type, req.body)?;
         // Step 5: the Gateway envelope, if any header of it is present.
@@ -421,7 +437,8 @@ impl Sts {
         if !gateway {
             self.auth_limiter.check(&app_id).await?;
         }
-        let result = self.exchange(req, form, resources, gateway).await;
+        let proof = proof.filter(|_| gateway);
+        let result = self.exchange(req, form, resources, gateway, proof).await;
         match result {
             Err(e) if !gateway && is_invalid_client(&e) => {
                 self.auth_limiter.record_failure(&app_id).await?;
@@ -550,6 +567,7 @@ impl Sts {
         form: TokenForm,
         resources: Vec<String>,
         gateway: bool,
+        proof: Option<&SignatureProof>,
     ) -> ExchangeResult<TokenResponse> {
         let app = self.authenticate(&form, gateway).await?;
         // B: subject federation is not part of this build.
@@ -570,6 +588,7 @@ impl Sts {
             resources,
             scopes,
             gateway,
+            proof,
             app,
             now,
             subject: None,
@@ -754,7 +773,7 @@ impl Sts {
         let policy = VerifyPolicy::sts_subject(ex.zone(), &self.config.issuer, expected);
         let claims = self
             .keys
-            .verify(&ex.form.subject_token, &policy)
+            .verify_proven(&ex.form.subject_token, &policy, ex.proof)
             .await
             .map_err(|e| {
                 tracing::info!(reason = %e, "subject token refused");

@@ -3,8 +3,16 @@
 //! | stream | group | handler | effect |
 //! |---|---|---|---|
 //! | `caracal.sessions.revoke` | `sts-revocation` | [`RevocationHandler`] | the authority record named by `session_id` and every `parent_id` descendant become `revoked` |
-//! | `caracal.policy.invalidate` | `opa-engine` | [`InvalidateHandler`] (the policy cache's own) | the zone's bundle is reloaded |
-//! | `caracal.keys.invalidate` | `sts-keys` | [`KeysInvalidateHandler`] | the zone's signing and verification key caches are flushed |
+//! | `caracal.policy.invalidate` | `opa-engine:<instance>` | [`InvalidateHandler`] (the policy cache's own) | the zone's bundle is reloaded |
+//! | `caracal.keys.invalidate` | `sts-keys:<instance>` | [`KeysInvalidateHandler`] | the zone's signing and verification key caches are flushed |
+//!
+//! The policy and keys handlers act on per-process caches, so every replica must see every
+//! message: each replica reads in its own group ([`names::opa_engine_group`],
+//! [`names::sts_keys_group`]), which its consumer creates at `$` on first start (the STS loads
+//! fresh bundles and keys at start-up). The reference shares `opa-engine` and `sts-keys`
+//! between replicas, so only one replica reacted to each message and the others waited for
+//! their safety poll or key-cache TTL. `sts-revocation` stays shared: [`RevocationHandler`]
+//! only writes the authority records in the store (Postgres), which one replica does for all.
 //!
 //! Every handler checks the message's `_sig` first under the service's [`SigPolicy`]; a message
 //! that does not verify is never acted on: it is dead-lettered (`hmac_verify_failed`) and
@@ -200,7 +208,7 @@ impl Handler for RevocationHandler {
     }
 }
 
-/// The `caracal.keys.invalidate` handler of the STS (group `sts-keys`): flushes the zone's
+/// The `caracal.keys.invalidate` handler of the STS (group `sts-keys:<instance>`): flushes the zone's
 /// private- and public-key caches ([`ZoneKeys::invalidate`]), so a key rotated by another
 /// replica is used and accepted at once instead of after the 15-minute cache TTL.
 ///
@@ -269,11 +277,13 @@ impl std::fmt::Debug for StsConsumerDeps {
 }
 
 /// The three consumer configurations of the STS, in the order revocation, policy, keys:
-/// reference streams and groups, consumer names from [`sts_consumer_name`], dead letters to
-/// `<stream>.dead` signed under `sig`; every other setting (claim idle 30 s, reaper every
-/// 30 s) is [`ConsumerConfig::new`]'s.
+/// reference streams; the shared group `sts-revocation` and the per-replica groups
+/// `opa-engine:<instance>`, `sts-keys:<instance>` (module docs); consumer names from
+/// [`sts_consumer_name`]; dead letters to `<stream>.dead` signed under `sig`; every other
+/// setting (groups created at `$`, claim idle 30 s, reaper every 30 s) is
+/// [`ConsumerConfig::new`]'s.
 pub fn sts_consumer_configs(instance: &str, sig: &SigPolicy) -> [ConsumerConfig; 3] {
-    let config = |stream: &str, group: &str, suffix: &str| {
+    let config = |stream: &str, group: String, suffix: &str| {
         let mut c = ConsumerConfig::new(stream, group, sts_consumer_name(instance, suffix));
         c.dead_letter_sig = sig.clone();
         c
@@ -281,15 +291,19 @@ pub fn sts_consumer_configs(instance: &str, sig: &SigPolicy) -> [ConsumerConfig;
     [
         config(
             names::SESSIONS_REVOKE,
-            names::GROUP_STS_REVOCATION,
+            names::GROUP_STS_REVOCATION.to_owned(),
             SUFFIX_REVOCATIONS,
         ),
         config(
             names::POLICY_INVALIDATE,
-            names::GROUP_OPA_ENGINE,
+            names::opa_engine_group(instance),
             SUFFIX_POLICY,
         ),
-        config(names::KEYS_INVALIDATE, names::GROUP_STS_KEYS, SUFFIX_KEYS),
+        config(
+            names::KEYS_INVALIDATE,
+            names::sts_keys_group(instance),
+            SUFFIX_KEYS,
+        ),
     ]
 }
 
@@ -747,6 +761,100 @@ mod tests {
         assert_eq!(here.signing_key(ZONE).await.unwrap().kid(), rotated.kid);
     }
 
+    /// Two replicas on one stream backend: a key invalidation flushes the key cache of both,
+    /// because each reads in its own group (`sts-keys:<instance>`), which each consumer
+    /// creates for itself. With one shared group only one replica would see the message.
+    #[tokio::test]
+    async fn every_replica_flushes_its_key_cache() {
+        let (_, clk) = clock();
+        let store = Arc::new(MemoryStore::new());
+        let ring = || {
+            Arc::new(ZoneKeys::new(
+                store.clone(),
+                store.clone(),
+                Arc::new(Keyring::from_hex(KEK, None).unwrap()),
+                clk.clone(),
+                Arc::new(UuidV7),
+            ))
+        };
+        let replicas = [("pod-a", ring()), ("pod-b", ring())];
+        for (_, keys) in &replicas {
+            keys.signing_key(ZONE).await.unwrap();
+            keys.verification_keys(ZONE).await.unwrap();
+        }
+        let rotated = ring().rotate(ZONE).await.unwrap();
+        let sees_rotated = async |keys: &Arc<ZoneKeys>| {
+            keys.verification_keys(ZONE)
+                .await
+                .unwrap()
+                .get(&rotated.kid)
+                .is_some()
+        };
+        for (_, keys) in &replicas {
+            assert!(!sees_rotated(keys).await, "both still cache the old set");
+        }
+
+        let streams = Arc::new(MemoryStreams::new(clk.clone()));
+        let s = names::KEYS_INVALIDATE;
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for (instance, keys) in &replicas {
+            let [_, _, config] = sts_consumer_configs(instance, &sig());
+            let handler = Arc::new(KeysInvalidateHandler::new(keys.clone(), sig()));
+            let consumer =
+                Consumer::new(streams.clone() as Arc<dyn Streams>, fast(config), handler)
+                    .unwrap()
+                    .with_clock(clk.clone());
+            tasks.push(consumer.spawn(rx.clone()));
+        }
+        // Nobody provisioned anything: each consumer created its own group.
+        let mut want = vec![
+            names::sts_keys_group("pod-a"),
+            names::sts_keys_group("pod-b"),
+        ];
+        want.sort();
+        wait_until("both per-replica groups exist", async || {
+            let mut got: Vec<String> = streams
+                .groups(s)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| g.name)
+                .collect();
+            got.sort();
+            got == want
+        })
+        .await;
+
+        streams
+            .xadd(s, &signed(s, &[("zone_id", ZONE)]))
+            .await
+            .unwrap();
+        for (instance, keys) in &replicas {
+            wait_until(&format!("{instance} sees the rotated key"), async || {
+                sees_rotated(keys).await
+            })
+            .await;
+            assert_eq!(keys.signing_key(ZONE).await.unwrap().kid(), rotated.kid);
+        }
+        for group in &want {
+            wait_until(&format!("the entry acknowledged in {group}"), async || {
+                streams
+                    .pending_summary(s, group)
+                    .await
+                    .is_ok_and(|p| p.count == 0)
+            })
+            .await;
+        }
+        stop.send(true).unwrap();
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+
     #[test]
     fn consumer_names_and_groups() {
         let configs = sts_consumer_configs("pod-a", &SigPolicy::AcceptUnsigned);
@@ -764,12 +872,26 @@ mod tests {
                 ),
                 (
                     "caracal.policy.invalidate",
-                    "opa-engine",
+                    "opa-engine:pod-a",
                     "sts-pod-a-policy"
                 ),
-                ("caracal.keys.invalidate", "sts-keys", "sts-pod-a-keys"),
+                (
+                    "caracal.keys.invalidate",
+                    "sts-keys:pod-a",
+                    "sts-pod-a-keys"
+                ),
             ]
         );
+        // Each cache group is per replica (every replica sees every message); the
+        // revocation group is shared (one replica writes Postgres for all).
+        let other = sts_consumer_configs("pod-b", &SigPolicy::AcceptUnsigned);
+        let differs: Vec<bool> = configs
+            .iter()
+            .zip(&other)
+            .map(|(a, b)| a.group != b.group)
+            .collect();
+        assert_eq!(differs, vec![false, true, true]);
+        assert!(configs.iter().all(|c| c.group_start == GroupStart::Latest));
         assert!(
             configs
                 .iter()

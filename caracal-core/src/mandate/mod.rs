@@ -46,4 +46,4 @@ pub use jwks::{Jwk, Jwks, parse_jwks};
 pub use keys::{SigningKey, VerificationKey, VerificationKeys, ZoneKeys};
 pub use lifetime::{DelegationLimits, TtlError};
 pub use sign::mint;
-pub use verify::{MAX_TOKEN_BYTES, VerifyPolicy, verify};
+pub use verify::{MAX_TOKEN_BYTES, SignatureProof, VerifyPolicy, verify, verify_signature};

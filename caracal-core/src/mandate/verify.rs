@@ -147,6 +147,87 @@ fn verify_after_precheck(
     check_claims(data.claims, policy, now)
 }
 
+/// Proof that one exact token carries a valid ES256 signature by one exact key: what the
+/// Gateway's signature check (check 11) hands an in-process STS so the re-exchange verifies
+/// the mandate once per hop (SPEC §6) instead of twice.
+///
+/// Why this is safe: the fields are private and the only constructor is [`verify_signature`],
+/// which does the ECDSA verification; the proof binds the SHA-256 of the whole token and the
+/// verifying key's public point, and [`ZoneKeys::verify_proven`] uses it only when both match
+/// the token presented and the key the zone's current set holds under that `kid` (a key
+/// retired in between falls back to the full verification, which then fails). Only the
+/// signature arithmetic is skipped: the claims are parsed and checked exactly as in [`verify`].
+/// It cannot cross a process boundary (it is not serialisable), so a remote Gateway's
+/// exchange is always verified in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureProof {
+    digest: [u8; 32],
+    kid: String,
+    point: Vec<u8>,
+}
+
+impl SignatureProof {
+    fn covers(&self, token: &str, kid: &str, keys: &VerificationKeys) -> bool {
+        use sha2::Digest as _;
+        // Public inputs only; constant-time comparison is not needed for a digest match.
+        self.kid == kid
+            && keys
+                .get(kid)
+                .is_some_and(|k| k.sec1_point() == self.point.as_slice())
+            && self.digest == <[u8; 32]>::from(sha2::Sha256::digest(token.as_bytes()))
+    }
+}
+
+/// Verify only the ES256 signature of `token` with the key of its `kid` in `keys` (no claim
+/// checks: size and header as in [`precheck`], then the raw `r‖s` signature over the signing
+/// input). The Gateway's check 11; see [`SignatureProof`].
+pub fn verify_signature(
+    token: &str,
+    keys: &VerificationKeys,
+) -> Result<SignatureProof, MandateError> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let kid = precheck(token)?;
+    let key = keys.get(&kid).ok_or(MandateError::UnknownKid)?;
+    let (signed, sig) = token.rsplit_once('.').ok_or(MandateError::Malformed)?;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| MandateError::Malformed)?;
+    if sig.len() != 64 {
+        return Err(MandateError::BadSignature);
+    }
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.sec1_point())
+        .verify(signed.as_bytes(), &sig)
+        .map_err(|_| MandateError::BadSignature)?;
+    Ok(SignatureProof {
+        digest: sha2::Sha256::digest(token.as_bytes()).into(),
+        point: key.sec1_point().to_vec(),
+        kid,
+    })
+}
+
+/// The claims of a token whose signature is already proven, checked against `policy`.
+fn claims_of_proven(
+    token: &str,
+    policy: &VerifyPolicy,
+    now: DateTime<Utc>,
+) -> Result<MandateClaims, MandateError> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(MandateError::Malformed);
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| MandateError::Malformed)?;
+    let claims: MandateClaims =
+        serde_json::from_slice(&bytes).map_err(|_| MandateError::MalformedClaims)?;
+    check_claims(claims, policy, now)
+}
+
 fn check_claims(
     claims: MandateClaims,
     policy: &VerifyPolicy,
@@ -200,6 +281,29 @@ impl ZoneKeys {
             .verification_keys(&policy.zone_id)
             .await
             .map_err(|e| MandateError::KeySetUnavailable(Box::new(e)))?;
+        verify_after_precheck(token, &kid, &keys, policy, self.clock().now())
+    }
+
+    /// [`ZoneKeys::verify`], skipping the signature arithmetic when `proof` proves this very
+    /// token's signature by the key the zone's set holds now under its `kid` (see
+    /// [`SignatureProof`]); any mismatch takes the full path.
+    pub async fn verify_proven(
+        &self,
+        token: &str,
+        policy: &VerifyPolicy,
+        proof: Option<&SignatureProof>,
+    ) -> Result<MandateClaims, MandateError> {
+        let Some(proof) = proof else {
+            return self.verify(token, policy).await;
+        };
+        let kid = precheck(token)?;
+        let keys = self
+            .verification_keys(&policy.zone_id)
+            .await
+            .map_err(|e| MandateError::KeySetUnavailable(Box::new(e)))?;
+        if proof.covers(token, &kid, &keys) {
+            return claims_of_proven(token, policy, self.clock().now());
+        }
         verify_after_precheck(token, &kid, &keys, policy, self.clock().now())
     }
 }

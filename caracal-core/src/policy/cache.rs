@@ -423,8 +423,8 @@ pub const REASON_HMAC_FAILED: &str = "hmac_verify_failed";
 /// The dead-letter reason of a message without `zone_id`.
 pub const REASON_MISSING_ZONE: &str = "missing_zone_id";
 
-/// The `caracal.policy.invalidate` handler (group `opa-engine`): reloads the message's
-/// `zone_id`.
+/// The `caracal.policy.invalidate` handler (in the STS, group `opa-engine:<instance>`, one per
+/// replica, since the bundle cache is per process): reloads the message's `zone_id`.
 ///
 /// A message whose `_sig` does not verify under the configured policy, or without a zone, is
 /// dead-lettered (never acted on); a store that cannot be reached leaves the message pending

@@ -575,11 +575,23 @@ impl Consumer {
                     .group_create(&c.stream, &c.group, c.group_start),
             )
             .await?;
+        let per_replica = names::stream_spec(&c.stream)
+            .and_then(|spec| spec.instance_group_of(&c.group))
+            .is_some();
         if created == GroupCreated::Created {
-            tracing::warn!(
-                stream = %c.stream, group = %c.group,
-                "consumer group did not exist and was created; run `caracal streams provision`"
-            );
+            if per_replica {
+                // Per-replica groups are never provisioned: creating one is this replica's
+                // first start under its instance name (names.rs, "Per-replica groups").
+                tracing::info!(
+                    stream = %c.stream, group = %c.group,
+                    "per-replica consumer group created"
+                );
+            } else {
+                tracing::warn!(
+                    stream = %c.stream, group = %c.group,
+                    "consumer group did not exist and was created; run `caracal streams provision`"
+                );
+            }
         }
         Ok(())
     }

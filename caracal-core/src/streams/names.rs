@@ -3,6 +3,25 @@
 //! [`STREAMS`] is the single table the provisioner, its verifier and the docs read. Wire names
 //! are the reference system's, byte for byte (audit-streams §1.2; ops doc "Operate Redis
 //! Streams").
+//!
+//! # Per-replica groups
+//!
+//! Redis delivers each entry to one consumer of a group. A stream whose consumers keep a
+//! per-process cache (the STS's policy bundles and zone keys, the Gateway's revocation set)
+//! must reach every replica, so each replica reads in its own group `<base>:<instance>`
+//! ([`instance_group`]): `opa-engine:<instance>` and `sts-keys:<instance>` for the STS,
+//! `gateway-revocation:<host>` for the Gateway. The reference shares `opa-engine` and
+//! `sts-keys` between replicas, so with two STS replicas a policy activation reached one at
+//! once and the other only at its safety poll, and a key rotation left the other replicas on
+//! their 15-minute key cache.
+//!
+//! These groups are created by the consumer itself (at `$`, `MKSTREAM`: the process loads
+//! fresh state at start-up, so earlier entries are not needed) and never by the provisioner,
+//! which cannot know the instances. [`StreamSpec::instance_groups`] lists their bases so the
+//! verifier can tell them from unknown groups. The shared `opa-engine` and `sts-keys` groups
+//! are still provisioned, as the reference does, so provisioning creates the streams; no
+//! consumer of this edition reads them. `sts-revocation` stays shared: its handler only writes
+//! Postgres, once per revocation, and keeps no per-process state.
 
 use std::borrow::Cow;
 
@@ -33,11 +52,13 @@ pub const GROUP_AUDIT_INGESTOR: &str = "audit-ingestor";
 pub const GROUP_SIEM_EXPORT: &str = "siem-export";
 /// Observer group on [`AUDIT_EVENTS_DLQ`] (provisioned for compatibility).
 pub const GROUP_AUDIT_DLQ_OBSERVER: &str = "audit-dlq-observer";
-/// The STS policy-reload group on [`POLICY_INVALIDATE`].
+/// The reference's shared STS policy-reload group on [`POLICY_INVALIDATE`], and the base of
+/// the per-replica groups the STS reads in ([`opa_engine_group`]).
 pub const GROUP_OPA_ENGINE: &str = "opa-engine";
 /// The STS revocation group on [`SESSIONS_REVOKE`].
 pub const GROUP_STS_REVOCATION: &str = "sts-revocation";
-/// The STS key-cache group on [`KEYS_INVALIDATE`].
+/// The reference's shared STS key-cache group on [`KEYS_INVALIDATE`], and the base of the
+/// per-replica groups the STS reads in ([`sts_keys_group`]).
 pub const GROUP_STS_KEYS: &str = "sts-keys";
 /// The Coordinator lifecycle relay on [`AGENTS_LIFECYCLE`].
 pub const GROUP_COORDINATOR_RELAY: &str = "coordinator-relay";
@@ -45,6 +66,39 @@ pub const GROUP_COORDINATOR_RELAY: &str = "coordinator-relay";
 pub const GROUP_INVOCATIONS_OBSERVER: &str = "invocations-observer";
 /// Observer group on [`DELEGATIONS_INVALIDATE`] (provisioned for compatibility).
 pub const GROUP_DELEGATIONS_OBSERVER: &str = "delegations-observer";
+
+/// Base of the Gateway's per-host revocation groups on [`SESSIONS_REVOKE`]
+/// ([`gateway_revocation_group`]).
+pub const GROUP_GATEWAY_REVOCATION: &str = "gateway-revocation";
+
+/// Separator of a per-replica group's base and instance: `<base>:<instance>`.
+pub const INSTANCE_GROUP_SEPARATOR: char = ':';
+
+/// The per-replica group of `instance` under `base`: `<base>:<instance>` (see the module docs).
+///
+/// `instance` must be stable across restarts of the same replica (the pod or host name): a
+/// restarted replica then finds its own group and drains what was pending in it, and a new
+/// name leaves the old group behind until it is removed (`XGROUP DESTROY`).
+pub fn instance_group(base: &str, instance: &str) -> String {
+    format!("{base}{INSTANCE_GROUP_SEPARATOR}{instance}")
+}
+
+/// The STS policy-reload group of replica `instance` on [`POLICY_INVALIDATE`]:
+/// `opa-engine:<instance>`.
+pub fn opa_engine_group(instance: &str) -> String {
+    instance_group(GROUP_OPA_ENGINE, instance)
+}
+
+/// The STS key-cache group of replica `instance` on [`KEYS_INVALIDATE`]: `sts-keys:<instance>`.
+pub fn sts_keys_group(instance: &str) -> String {
+    instance_group(GROUP_STS_KEYS, instance)
+}
+
+/// The Gateway revocation group of host `host` on [`SESSIONS_REVOKE`]:
+/// `gateway-revocation:<host>`.
+pub fn gateway_revocation_group(host: &str) -> String {
+    instance_group(GROUP_GATEWAY_REVOCATION, host)
+}
 
 /// Suffix of a control stream's dead-letter stream: `<stream>.dead`.
 pub const DEAD_LETTER_SUFFIX: &str = ".dead";
@@ -74,6 +128,9 @@ pub struct StreamSpec {
     pub name: &'static str,
     /// Groups created with `MKSTREAM`; `BUSYGROUP` counts as success.
     pub groups: &'static [GroupSpec],
+    /// Bases of the per-replica groups `<base>:<instance>` that consumers create for
+    /// themselves on this stream ([`instance_group`]); never provisioned.
+    pub instance_groups: &'static [&'static str],
     /// Intended length bound: exceeding it is a warning only. The provisioner never trims or
     /// recreates a stream (and the audit stream is never trimmed below what its ingest group
     /// has acknowledged, SPEC §5.1).
@@ -92,6 +149,14 @@ impl StreamSpec {
     pub fn has_group(&self, name: &str) -> bool {
         self.groups.iter().any(|g| g.name == name)
     }
+
+    /// If `name` is a per-replica group of this stream (`<base>:<instance>` with a base of
+    /// [`StreamSpec::instance_groups`] and a non-empty instance), its base and instance.
+    pub fn instance_group_of<'a>(&self, name: &'a str) -> Option<(&'static str, &'a str)> {
+        let (base, instance) = name.split_once(INSTANCE_GROUP_SEPARATOR)?;
+        let base = self.instance_groups.iter().copied().find(|b| *b == base)?;
+        (!instance.is_empty()).then_some((base, instance))
+    }
 }
 
 const fn latest(name: &'static str) -> GroupSpec {
@@ -108,54 +173,63 @@ pub const STREAMS: &[StreamSpec] = &[
     StreamSpec {
         name: AUDIT_EVENTS,
         groups: &[latest(GROUP_AUDIT_INGESTOR), latest(GROUP_SIEM_EXPORT)],
+        instance_groups: &[],
         bound: Some(1_000_000),
         seed: None,
     },
     StreamSpec {
         name: AUDIT_EVENTS_DLQ,
         groups: &[latest(GROUP_AUDIT_DLQ_OBSERVER)],
+        instance_groups: &[],
         bound: Some(100_000),
         seed: None,
     },
     StreamSpec {
         name: POLICY_INVALIDATE,
         groups: &[latest(GROUP_OPA_ENGINE)],
+        instance_groups: &[GROUP_OPA_ENGINE],
         bound: Some(10_000),
         seed: None,
     },
     StreamSpec {
         name: SESSIONS_REVOKE,
         groups: &[latest(GROUP_STS_REVOCATION)],
+        instance_groups: &[GROUP_GATEWAY_REVOCATION],
         bound: Some(10_000),
         seed: None,
     },
     StreamSpec {
         name: KEYS_INVALIDATE,
         groups: &[latest(GROUP_STS_KEYS)],
+        instance_groups: &[GROUP_STS_KEYS],
         bound: Some(10_000),
         seed: None,
     },
     StreamSpec {
         name: AGENTS_LIFECYCLE,
         groups: &[latest(GROUP_COORDINATOR_RELAY)],
+        instance_groups: &[],
         bound: None,
         seed: None,
     },
     StreamSpec {
         name: INVOCATIONS_LIFECYCLE,
         groups: &[latest(GROUP_INVOCATIONS_OBSERVER)],
+        instance_groups: &[],
         bound: None,
         seed: None,
     },
     StreamSpec {
         name: DELEGATIONS_INVALIDATE,
         groups: &[latest(GROUP_DELEGATIONS_OBSERVER)],
+        instance_groups: &[],
         bound: None,
         seed: None,
     },
     StreamSpec {
         name: PROVIDERS_RATELIMIT,
         groups: &[],
+        instance_groups: &[],
         // Kept near one entry by the seed's own MAXLEN; approximate trimming can leave a
         // whole node behind, so a numeric bound here would only produce false warnings.
         bound: None,
@@ -226,6 +300,57 @@ mod tests {
                 .iter()
                 .flat_map(|s| s.groups)
                 .all(|g| g.start == GroupStart::Latest)
+        );
+    }
+
+    #[test]
+    fn per_replica_groups_are_named_in_one_place_and_recognised() {
+        assert_eq!(opa_engine_group("sts-a"), "opa-engine:sts-a");
+        assert_eq!(sts_keys_group("sts-a"), "sts-keys:sts-a");
+        assert_eq!(gateway_revocation_group("gw-1"), "gateway-revocation:gw-1");
+        let per_stream: Vec<(&str, &[&str])> = STREAMS
+            .iter()
+            .filter(|s| !s.instance_groups.is_empty())
+            .map(|s| (s.name, s.instance_groups))
+            .collect();
+        assert_eq!(
+            per_stream,
+            vec![
+                ("caracal.policy.invalidate", &["opa-engine"][..]),
+                ("caracal.sessions.revoke", &["gateway-revocation"][..]),
+                ("caracal.keys.invalidate", &["sts-keys"][..]),
+            ]
+        );
+        let policy = stream_spec(POLICY_INVALIDATE).unwrap();
+        let keys = stream_spec(KEYS_INVALIDATE).unwrap();
+        let revoke = stream_spec(SESSIONS_REVOKE).unwrap();
+        assert_eq!(
+            policy.instance_group_of(&opa_engine_group("pod:7")),
+            Some(("opa-engine", "pod:7")),
+            "only the first separator splits"
+        );
+        assert_eq!(
+            keys.instance_group_of(&sts_keys_group("pod-a")),
+            Some(("sts-keys", "pod-a"))
+        );
+        assert_eq!(
+            revoke.instance_group_of(&gateway_revocation_group("h")),
+            Some(("gateway-revocation", "h"))
+        );
+        // The shared groups, another stream's base, an empty instance, and an unknown base
+        // are not per-replica groups of the stream.
+        assert_eq!(policy.instance_group_of(GROUP_OPA_ENGINE), None);
+        assert_eq!(policy.instance_group_of(&sts_keys_group("pod-a")), None);
+        assert_eq!(policy.instance_group_of("opa-engine:"), None);
+        assert_eq!(
+            revoke.instance_group_of(&instance_group(GROUP_STS_REVOCATION, "a")),
+            None
+        );
+        assert_eq!(
+            stream_spec(AUDIT_EVENTS)
+                .unwrap()
+                .instance_group_of(&gateway_revocation_group("h")),
+            None
         );
     }
 

@@ -13,6 +13,15 @@
 //! no-op: `XGROUP CREATE` on each group found answers `BUSYGROUP`. It never creates what is
 //! missing (the reference re-ran the provisioner, which would repair what it checks); a
 //! missing group is reported by name instead, and [`provision`] repairs it.
+//!
+//! Per-replica groups (`opa-engine:<instance>`, `sts-keys:<instance>`,
+//! `gateway-revocation:<host>`; [`names::instance_group`]) are created by each replica's
+//! consumer, never here. [`verify`] lists them in [`StreamVerified::instance_groups`] with
+//! their consumers and pending counts, and they are never a [`Problem`]: a replica that is
+//! gone leaves its group behind, and what it held pending were invalidations of a cache that
+//! died with the process (a replica restarted under the same name drains them; a new one
+//! loads fresh state at start-up). Remove such a group with
+//! `XGROUP DESTROY <stream> <base>:<instance>`.
 
 use std::fmt;
 
@@ -179,6 +188,19 @@ pub struct GroupVerified {
     pub reprovision: Option<GroupCreated>,
 }
 
+/// A per-replica group as [`verify`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceGroupVerified {
+    /// Full group name, `<base>:<instance>`.
+    pub group: String,
+    /// Its base ([`names::StreamSpec::instance_groups`]).
+    pub base: &'static str,
+    /// Consumers known to the group (`XINFO GROUPS`).
+    pub consumers: u64,
+    /// Entries in its pending list.
+    pub pending: u64,
+}
+
 /// One stream as [`verify`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamVerified {
@@ -194,7 +216,10 @@ pub struct StreamVerified {
     pub over_bound: bool,
     /// The expected groups.
     pub groups: Vec<GroupVerified>,
-    /// Groups present that the table does not provision (e.g. per-host Gateway groups);
+    /// Per-replica groups present (`<base>:<instance>`, created by each replica's consumer;
+    /// see the module docs); informational.
+    pub instance_groups: Vec<InstanceGroupVerified>,
+    /// Groups present that are neither provisioned nor a per-replica group of this stream;
     /// informational.
     pub extra_groups: Vec<String>,
     /// For the seeded stream: whether it holds at least one entry.
@@ -316,6 +341,7 @@ async fn verify_one(
                 reprovision: None,
             })
             .collect(),
+        instance_groups: Vec::new(),
         extra_groups: Vec::new(),
         seed_present: spec.seed.map(|_| false),
     };
@@ -343,6 +369,19 @@ async fn verify_one(
         });
     }
     let len = streams.len(spec.name).await?;
+    let mut instance_groups = Vec::new();
+    let mut extra_groups = Vec::new();
+    for f in found.into_iter().filter(|f| !spec.has_group(&f.name)) {
+        match spec.instance_group_of(&f.name) {
+            Some((base, _)) => instance_groups.push(InstanceGroupVerified {
+                base,
+                consumers: f.consumers,
+                pending: f.pending,
+                group: f.name,
+            }),
+            None => extra_groups.push(f.name),
+        }
+    }
     Ok(StreamVerified {
         stream: spec.name,
         state: StreamState::Present,
@@ -350,11 +389,8 @@ async fn verify_one(
         bound: spec.bound,
         over_bound: spec.exceeds_bound(len),
         groups,
-        extra_groups: found
-            .into_iter()
-            .filter(|f| !spec.has_group(&f.name))
-            .map(|f| f.name)
-            .collect(),
+        instance_groups,
+        extra_groups,
         seed_present: spec.seed.map(|_| len > 0),
     })
 }
@@ -373,7 +409,8 @@ pub async fn verify(streams: &dyn Streams) -> StreamResult<VerifyReport> {
 mod tests {
     use super::*;
     use crate::streams::names::{
-        AUDIT_EVENTS, GROUP_AUDIT_INGESTOR, GROUP_STS_KEYS, KEYS_INVALIDATE, PROVIDERS_RATELIMIT,
+        AUDIT_EVENTS, GROUP_AUDIT_INGESTOR, GROUP_OPA_ENGINE, GROUP_STS_KEYS, KEYS_INVALIDATE,
+        POLICY_INVALIDATE, PROVIDERS_RATELIMIT,
     };
     use crate::streams::{EntryId, Fields, MemoryStreams};
 
@@ -450,6 +487,32 @@ mod tests {
             )
             .await
             .unwrap();
+        // Per-replica groups, one holding a pending entry: listed, never a problem.
+        let per_replica = names::opa_engine_group("sts-gone");
+        fresh
+            .group_create(
+                POLICY_INVALIDATE,
+                &per_replica,
+                crate::streams::GroupStart::Latest,
+            )
+            .await
+            .unwrap();
+        fresh
+            .xadd(POLICY_INVALIDATE, &Fields::new().with("zone_id", "z"))
+            .await
+            .unwrap();
+        let read = fresh
+            .read_group(
+                POLICY_INVALIDATE,
+                &per_replica,
+                "sts-sts-gone-policy",
+                crate::streams::ReadFrom::New,
+                10,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 1);
         let report = verify(&fresh).await.unwrap();
         let problems = report.problems();
         assert_eq!(
@@ -474,8 +537,25 @@ mod tests {
         let audit = &report.streams[0];
         assert_eq!(
             audit.extra_groups,
-            vec!["gateway-revocation:host-a".to_owned()]
+            vec!["gateway-revocation:host-a".to_owned()],
+            "a per-host group on a stream that has none is an unknown group"
         );
+        assert!(audit.instance_groups.is_empty());
+        let policy = report
+            .streams
+            .iter()
+            .find(|r| r.stream == POLICY_INVALIDATE)
+            .unwrap();
+        assert_eq!(
+            policy.instance_groups,
+            vec![InstanceGroupVerified {
+                group: "opa-engine:sts-gone".to_owned(),
+                base: GROUP_OPA_ENGINE,
+                consumers: 1,
+                pending: 1,
+            }]
+        );
+        assert!(policy.extra_groups.is_empty());
         assert!(
             audit
                 .groups

@@ -39,6 +39,9 @@ pub struct Figures {
     pub window: Duration,
     /// Audit events the successful operations must have produced (a lower bound).
     pub audit_events_expected: u64,
+    /// True when an operation answered that there was nothing left to do before the window
+    /// ended (the window, and so req/s, then covers only what was measured).
+    pub exhausted: bool,
 }
 
 /// What one worker brings home.
@@ -48,6 +51,7 @@ struct Tally {
     errors: u64,
     samples: Vec<String>,
     audit: u64,
+    exhausted: bool,
 }
 
 fn histogram() -> Result<Histogram<u64>, String> {
@@ -55,7 +59,8 @@ fn histogram() -> Result<Histogram<u64>, String> {
 }
 
 /// Run `op(worker, n)` in a closed loop on `workers` tasks. `op` answers the number of audit
-/// events the operation produced, or why it failed.
+/// events the operation produced, `None` when it has nothing left to do (the worker stops), or
+/// why it failed.
 pub async fn run<F, Fut>(
     workers: usize,
     warmup: Duration,
@@ -64,7 +69,7 @@ pub async fn run<F, Fut>(
 ) -> Result<Figures, String>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<u64, String>> + Send,
+    Fut: Future<Output = Result<Option<u64>, String>> + Send,
 {
     let op = Arc::new(op);
     let begin = Instant::now();
@@ -80,6 +85,7 @@ where
                 errors: 0,
                 samples: Vec::new(),
                 audit: 0,
+                exhausted: false,
             };
             let mut n = 0u64;
             loop {
@@ -87,7 +93,14 @@ where
                 if start >= end {
                     break;
                 }
-                let result = op(w, n).await;
+                let result = match op(w, n).await {
+                    Ok(None) => {
+                        tally.exhausted = true;
+                        break;
+                    }
+                    Ok(Some(events)) => Ok(events),
+                    Err(e) => Err(e),
+                };
                 n += 1;
                 if start < measure_from {
                     continue;
@@ -117,6 +130,7 @@ where
     }
     let mut total = histogram()?;
     let (mut ok, mut errors, mut audit) = (0u64, 0u64, 0u64);
+    let mut exhausted = false;
     let mut samples: Vec<String> = Vec::new();
     for t in tasks {
         let tally = t
@@ -126,6 +140,7 @@ where
         ok += tally.ok;
         errors += tally.errors;
         audit += tally.audit;
+        exhausted |= tally.exhausted;
         for s in tally.samples {
             if samples.len() < 5 && !samples.contains(&s) {
                 samples.push(s);
@@ -146,6 +161,7 @@ where
         max_us: total.max(),
         window,
         audit_events_expected: audit,
+        exhausted,
     })
 }
 
@@ -197,7 +213,7 @@ mod tests {
                 if n % 4 == 3 {
                     Err("boom".to_owned())
                 } else {
-                    Ok(2)
+                    Ok(Some(2))
                 }
             },
         )
@@ -209,5 +225,35 @@ mod tests {
         assert_eq!(f.error_samples, vec!["boom".to_owned()]);
         assert!(f.p50_us >= 1000 && f.p50_us <= f.p99_us && f.p99_us <= f.max_us);
         assert!(f.per_second > 0.0);
+        assert!(!f.exhausted);
+    }
+
+    #[tokio::test]
+    async fn a_worker_with_nothing_left_stops_and_the_window_says_so() {
+        let left = Arc::new(std::sync::atomic::AtomicU64::new(30));
+        let l = Arc::clone(&left);
+        let begin = Instant::now();
+        let f = run(2, Duration::ZERO, Duration::from_secs(30), move |_, _| {
+            let l = Arc::clone(&l);
+            async move {
+                let took = l.fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                );
+                Ok(took.ok().map(|_| 1))
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            begin.elapsed() < Duration::from_secs(10),
+            "the loop did not stop"
+        );
+        assert!(f.exhausted);
+        assert_eq!(f.requests, 30);
+        assert_eq!(f.errors, 0);
+        assert_eq!(f.audit_events_expected, 30);
+        assert_eq!(left.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

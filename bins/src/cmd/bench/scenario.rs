@@ -8,12 +8,15 @@
 //! | Scenario | One operation | Audit events it must leave (lower bound) |
 //! |---|---|---|
 //! | `governed` | delegated mint at the STS over HTTP, then a Gateway call with that mandate (the Gateway re-exchanges, injects and forwards to the local upstream) | 3: two `token_exchange` decisions and one `gateway_resource_request` |
+//! | `gateway` | a Gateway call with a mandate taken from a [`Pool`] minted before the window (re-exchange, inject, forward to the local upstream) | 2: one `token_exchange` decision and one `gateway_resource_request` (plus 1 per pre-minted mandate) |
 //! | `exchange` | a delegated mint at the STS over HTTP | 1 |
 //! | `verify` | verify a pre-minted mandate against the zone's JWKS (fetched once over HTTP) | 0 |
 //! | `session-cycle` | Coordinator: start a task Session, then terminate it | 0 (the Coordinator's own chain, not the decision ledger) |
 //! | `audit-ingest` | (in process, see `ingest`) 1,000 events emitted and flushed to the stream | every event, exactly |
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use caracal_core::mandate::{MandateUse, VerificationKeys, VerifyPolicy, parse_jwks, verify};
 use serde_json::Value;
@@ -29,6 +32,8 @@ use crate::api::{ApiError, Http, enc};
 pub enum Scenario {
     /// Delegated mint over HTTP, then a Gateway call that re-exchanges and forwards.
     Governed,
+    /// A Gateway call (re-exchange, inject, forward) with a mandate minted before the window.
+    Gateway,
     /// A delegated mint at the STS over HTTP.
     Exchange,
     /// Mandate verification against the zone's JWKS.
@@ -48,6 +53,7 @@ impl Scenario {
         match self {
             Scenario::All => vec![
                 Scenario::Governed,
+                Scenario::Gateway,
                 Scenario::Exchange,
                 Scenario::Verify,
                 Scenario::SessionCycle,
@@ -61,6 +67,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Governed => "governed",
+            Scenario::Gateway => "gateway",
             Scenario::Exchange => "exchange",
             Scenario::Verify => "verify",
             Scenario::SessionCycle => "session-cycle",
@@ -214,6 +221,11 @@ impl Ctx {
     }
 
     async fn mint(&self) -> Result<String, String> {
+        self.mint_expiring().await.map(|(token, _)| token)
+    }
+
+    /// A delegated mint: the mandate and its lifetime in seconds.
+    async fn mint_expiring(&self) -> Result<(String, i64), String> {
         let r = self
             .sts
             .mint_reply(
@@ -226,8 +238,21 @@ impl Ctx {
             .await
             .map_err(|e| e.to_string())?;
         Sts::mandate(r, "delegated mint")
-            .map(|a| a.value.token)
+            .map(|a| (a.value.token, a.value.expires_in))
             .map_err(|e| e.to_string())
+    }
+
+    /// A Gateway call with `mandate`, which must answer 200 from the upstream.
+    async fn gateway_call(&self, mandate: &str) -> Result<u64, String> {
+        let r = self
+            .gateway
+            .call("GET", "/items", &self.world.resource, mandate, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        r.expect("gateway call", &[200])
+            .map_err(|e| e.to_string())?;
+        // The Gateway's re-exchange decision and its resource-request event.
+        Ok(2)
     }
 
     /// One operation of `scenario`; answers the audit events it must have produced.
@@ -235,14 +260,8 @@ impl Ctx {
         match scenario {
             Scenario::Governed => {
                 let mandate = self.mint().await?;
-                let r = self
-                    .gateway
-                    .call("GET", "/items", &self.world.resource, &mandate, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                r.expect("gateway call", &[200])
-                    .map_err(|e| e.to_string())?;
-                Ok(3)
+                // The delegated mint's decision plus the Gateway's two events.
+                self.gateway_call(&mandate).await.map(|events| events + 1)
             }
             Scenario::Exchange => self.mint().await.map(|_| 1),
             Scenario::Verify => {
@@ -271,9 +290,86 @@ impl Ctx {
                     .map_err(|e| e.to_string())?;
                 Ok(0)
             }
-            Scenario::AuditIngest | Scenario::All => {
+            Scenario::Gateway | Scenario::AuditIngest | Scenario::All => {
                 Err(format!("`{}` is not one HTTP operation", scenario.name()))
             }
         }
+    }
+}
+
+/// The `gateway` scenario's pre-minted one-shot mandates: minted before the measured window
+/// (so the window measures only the Gateway call), each handed out once (the Gateway burns a
+/// mandate's `jti` on first use).
+pub struct Pool {
+    ctx: Arc<Ctx>,
+    /// Each mandate and the instant after which it must not be used (its expiry less a margin).
+    mandates: Vec<(String, Instant)>,
+    next: AtomicUsize,
+    /// How long minting the pool took.
+    pub minted_in: Duration,
+}
+
+/// A pool mandate is not handed out within this margin of its expiry (a call in flight must
+/// not race the `exp` check).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+
+impl Pool {
+    /// Mint `size` mandates with `workers` concurrent delegated mints; any failed mint fails
+    /// the pool (a pool with holes would measure the refusal path).
+    pub async fn mint(ctx: Arc<Ctx>, size: usize, workers: usize) -> Result<Self, String> {
+        let start = Instant::now();
+        let claimed = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let ctx = Arc::clone(&ctx);
+            let claimed = Arc::clone(&claimed);
+            tasks.spawn(async move {
+                let mut mine = Vec::new();
+                while claimed.fetch_add(1, Ordering::Relaxed) < size {
+                    let asked = Instant::now();
+                    let (token, expires_in) = ctx.mint_expiring().await?;
+                    let lifetime = Duration::from_secs(u64::try_from(expires_in).unwrap_or(0));
+                    let usable_until = (asked + lifetime)
+                        .checked_sub(EXPIRY_MARGIN)
+                        .unwrap_or(asked);
+                    mine.push((token, usable_until));
+                }
+                Ok::<_, String>(mine)
+            });
+        }
+        let mut mandates = Vec::with_capacity(size);
+        while let Some(done) = tasks.join_next().await {
+            let mine = done.map_err(|e| format!("a pool minter failed: {e}"))??;
+            mandates.extend(mine);
+        }
+        Ok(Self {
+            ctx,
+            mandates,
+            next: AtomicUsize::new(0),
+            minted_in: start.elapsed(),
+        })
+    }
+
+    /// Mandates in the pool.
+    pub fn size(&self) -> usize {
+        self.mandates.len()
+    }
+
+    /// Mandates handed out so far.
+    pub fn used(&self) -> usize {
+        self.next.load(Ordering::Relaxed).min(self.mandates.len())
+    }
+
+    /// One Gateway call with the next unused mandate; `None` when the pool is exhausted or
+    /// its next mandate is too close to expiry (the closed loop then stops).
+    pub async fn once(&self) -> Result<Option<u64>, String> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some((token, usable_until)) = self.mandates.get(i) else {
+            return Ok(None);
+        };
+        if Instant::now() >= *usable_until {
+            return Ok(None);
+        }
+        self.ctx.gateway_call(token).await.map(Some)
     }
 }
