@@ -428,7 +428,19 @@ impl Pass<'_> {
         if needs_stack {
             let (endpoints, token) = match target {
                 Target::Start(_) => {
-                    let s = embedded(kind).await?;
+                    // The previous mode's stack may still be freeing millions of in-memory rows
+                    // on the runtime's threads, which can starve a first connect past its
+                    // timeout: one more attempt after a pause, then the error stands.
+                    let s = match embedded(kind).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            out(&format!(
+                                "starting the {mode} stack failed ({e}); retrying once"
+                            ));
+                            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                            embedded(kind).await?
+                        }
+                    };
                     let endpoints = Endpoints::local(s.offset)
                         .ok_or_else(|| fail("port offset out of range"))?;
                     let token = s.token.clone();
