@@ -5,7 +5,7 @@
 //! Why the counters are atomics on the service rather than `metrics` facade counters: the
 //! facade's registry is process-global, so two Gateways in one process (the scale-out drills,
 //! an embedding host) would add into each other's figures, and `/metrics.json` needs the
-//! values back, which the facade does not give. Each name is written once, in [`counters!`]:
+//! values back, which the facade does not give. Each name is written once, in the `counters!` macro:
 //! the JSON key is the field name, the Prometheus name is `caracal_gateway_<key>_total`.
 
 use std::fmt::Write as _;
